@@ -1,0 +1,19 @@
+"""TAESDV model core: plain PyTorch, no ComfyUI needed (see comfy_adapter for the host side).
+
+    from taesdv_core import load_taesdv, decode, encode, DecodeStream
+    model = load_taesdv("taesdv.pth", dtype="fp16", device="cuda")
+    frames = decode(model.decoder, latents)          # NTCHW model-space latents -> NTCHW [0, 1]
+    stream = DecodeStream(model.decoder)             # real-time: one piece at a time
+    frames_0 = stream.decode(latents[:, :4]); frames_1 = stream.decode(latents[:, 4:])
+"""
+from .checkpoint import CheckpointError, OFFICIAL_BLOB_ID, OFFICIAL_URL, git_blob_id, identify, load_taesdv, model_from_state_dict, read_state_dict
+from .engine import DecodeStream, InputError, decode, encode
+from .model import TAESDV, TAESDVDecoder, TAESDVEncoder
+
+SD_LATENT_SCALE = 0.18215  # SD1.x/SD2.x/SVD VAE: model-space latent = VAE latent x this
+
+__all__ = [
+    "TAESDV", "TAESDVDecoder", "TAESDVEncoder", "DecodeStream", "decode", "encode", "load_taesdv",
+    "model_from_state_dict", "read_state_dict", "identify", "git_blob_id", "CheckpointError", "InputError",
+    "OFFICIAL_URL", "OFFICIAL_BLOB_ID", "SD_LATENT_SCALE",
+]

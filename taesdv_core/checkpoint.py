@@ -1,0 +1,162 @@
+"""Reading TAESDV checkpoints safely and telling the user what a wrong file is.
+
+`.pth` files are read with `torch.load(weights_only=True)` (no code in a pickle ever runs);
+`.safetensors` files with safetensors. Keys and shapes are checked strictly against the
+official layout; a file of another kind is named (image TAESD, TAEHV family, SD VAE, ...).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+
+import torch
+
+from .model import TAESDV
+
+OFFICIAL_URL = "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth"
+OFFICIAL_BLOB_ID = "ffbcfae958d6364adddffca405f8dac44d03ace2"
+EARLIER_BLOB_IDS = ("264a379f", "49ee941d")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used as TAESDV; the message says why and what to do."""
+
+
+def git_blob_id(path: str) -> str:
+    """git's blob hash of a file: sha1(b"blob <size>\\0" + data); compare with OFFICIAL_BLOB_ID."""
+    import hashlib
+
+    h = hashlib.sha1()
+    h.update(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Tensors of a `.pth`/`.pt` (weights only) or `.safetensors` file, on the CPU."""
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint '{path}' does not exist; put taesdv.pth in models/vae_approx ({OFFICIAL_URL})")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(f"checkpoint '{name}' is empty (0 bytes); download taesdv.pth again from {OFFICIAL_URL}")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # safetensors: 8-byte little-endian header length, then a JSON header; whatever the extension
+    is_safetensors = name.endswith((".safetensors", ".sft")) or (len(head) == 9 and head[8:9] == b"{")
+    if is_safetensors:
+        try:
+            from safetensors.torch import load_file
+
+            sd = load_file(path, device="cpu")
+        except Exception as e:  # safetensors raises its own error type for any malformed file
+            raise CheckpointError(f"checkpoint '{name}' is not a readable .safetensors file (truncated or corrupt: {e})") from None
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            text = str(e)
+            if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
+                found = re.search(r"GLOBAL ([\w.]+ [\w.]+|[\w.]+)", text)
+                what = f" ({found.group(1)})" if found else ""
+                raise CheckpointError(
+                    f"checkpoint '{name}' was refused: it holds Python objects{what} that would run code when "
+                    "loaded, not only tensors. Nothing in it was executed. Use the official taesdv.pth "
+                    f"({OFFICIAL_URL}) or a .safetensors file."
+                ) from None
+            raise CheckpointError(f"checkpoint '{name}' is not a PyTorch or safetensors file ({text.splitlines()[0]})") from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(
+                f"checkpoint '{name}' could not be read: it looks truncated or corrupt ({first}); "
+                f"download it again and check its git blob id ({OFFICIAL_BLOB_ID})"
+            ) from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"checkpoint '{name}' is not a state dict of tensors (found {type(sd).__name__})")
+    if not sd:
+        raise CheckpointError(f"checkpoint '{name}' holds no tensors")
+    return sd
+
+
+def identify(sd: dict[str, torch.Tensor]) -> str:
+    """What kind of tiny-autoencoder or VAE file a state dict looks like (a short phrase)."""
+    keys = set(sd)
+    if any(k.startswith(("decoder.conv_in.", "decoder.mid.", "quant_conv.", "first_stage_model.")) for k in keys):
+        return "a full SD VAE (load it with ComfyUI's Load VAE instead)"
+    if "decoder.22.weight" in keys or "decoder.7.conv.weight" in keys or "encoder.2.conv.weight" in keys:
+        w = sd.get("decoder.1.weight")
+        ch = f" for {w.shape[1]}-channel latents" if w is not None and w.ndim == 4 else ""
+        return (f"a TAEHV-family video decoder{ch} (taehv/taew2_1/taew2_2/...: Wan, Hunyuan, LTX, CogVideoX); "
+                "ComfyUI loads those itself from models/vae_approx")
+    if any(k.startswith(("taesd_decoder.", "taesd_encoder.")) for k in keys) or "3.conv.0.weight" in keys:
+        w = sd.get("3.conv.0.weight", sd.get("taesd_decoder.3.conv.0.weight"))
+        if w is not None and w.ndim == 4 and w.shape[1] == w.shape[0]:
+            return "an image TAESD decoder/encoder (taesd_decoder.pth; ComfyUI's own previews use it); it has no frame memory"
+        return "an image TAESD-style file"
+    w = sd.get("decoder.3.conv.0.weight")
+    if w is not None and tuple(w.shape) == (64, 128, 3, 3):
+        return "a TAESDV checkpoint"
+    if w is not None and w.ndim == 4 and w.shape[1] == w.shape[0]:
+        return "an image TAESD decoder with 'decoder.' prefixes (no frame memory)"
+    sample = ", ".join(sorted(keys)[:4])
+    return f"an unknown state dict of {len(keys)} tensors (e.g. {sample})"
+
+
+def _check_layout(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], name: str) -> None:
+    missing = sorted(set(expected) - set(sd))
+    extra = sorted(set(sd) - set(expected))
+    reshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+                if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if missing or extra or reshaped:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if extra:
+            problems.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
+        if reshaped:
+            problems.append(f"{len(reshaped)} of the wrong shape (e.g. {'; '.join(reshaped[:2])})")
+        raise CheckpointError(
+            f"checkpoint '{name}' has the TAESDV layout but its tensors do not match: {', '.join(problems)}. "
+            f"Expected the 134 tensors of the official taesdv.pth ({OFFICIAL_URL})."
+        )
+    bad = [k for k, v in sd.items() if not v.is_floating_point()]
+    if bad:
+        raise CheckpointError(f"checkpoint '{name}' has non-float tensors (e.g. {bad[0]}: {sd[bad[0]].dtype})")
+    nonfinite = [k for k, v in sd.items() if not torch.isfinite(v).all()]
+    if nonfinite:
+        raise CheckpointError(f"checkpoint '{name}' has NaN or infinite weights (e.g. {nonfinite[0]}); download it again")
+
+
+def model_from_state_dict(sd: dict[str, torch.Tensor], name: str = "state dict",
+                          dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> TAESDV:
+    """A TAESDV in eval mode with the weights of `sd`, strictly checked.
+
+    A file holding only `encoder.*` or only `decoder.*` tensors gives a model with just that half.
+    """
+    kind = identify(sd)
+    if kind != "a TAESDV checkpoint" and not any(k.startswith("encoder.") for k in sd):
+        raise CheckpointError(f"checkpoint '{name}' is {kind}, not TAESDV. TAESDV needs taesdv.pth from {OFFICIAL_URL}")
+    if kind != "a TAESDV checkpoint" and any(k.startswith("decoder.") for k in sd):
+        raise CheckpointError(f"checkpoint '{name}' is {kind}, not TAESDV. TAESDV needs taesdv.pth from {OFFICIAL_URL}")
+    has_encoder = any(k.startswith("encoder.") for k in sd)
+    has_decoder = any(k.startswith("decoder.") for k in sd)
+    model = TAESDV(encoder=has_encoder, decoder=has_decoder)
+    _check_layout(sd, model.state_dict(), name)
+    model.load_state_dict(sd, strict=True)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_taesdv(path: str, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu") -> TAESDV:
+    """Load a TAESDV checkpoint file (.pth or .safetensors) in the given dtype and device."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise CheckpointError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    return model_from_state_dict(read_state_dict(path), os.path.basename(path), dtype, device)

@@ -1,0 +1,62 @@
+"""A bounded store of named decode streams (for decoding that continues across queue runs)."""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+from .engine import DecodeStream
+from .model import TAESDVDecoder
+
+log = logging.getLogger("taesdv")
+
+
+class StreamStore:
+    """Named `DecodeStream`s, least recently used evicted past `max_streams` or `max_bytes` of state."""
+
+    def __init__(self, decoder: TAESDVDecoder, max_streams: int = 16, max_bytes: int = 2 << 30):
+        self.decoder = decoder
+        self.max_streams = max_streams
+        self.max_bytes = max_bytes
+        self._streams: OrderedDict[str, DecodeStream] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._streams
+
+    def names(self) -> list[str]:
+        return list(self._streams)
+
+    def state_bytes(self) -> int:
+        return sum(s.state_bytes() for s in self._streams.values())
+
+    def get(self, name: str, reset: bool = False) -> DecodeStream:
+        """The stream called `name` (created empty if new), marked most recently used."""
+        stream = self._streams.pop(name, None)
+        if stream is None:
+            stream = DecodeStream(self.decoder)
+        elif reset:
+            stream.reset()
+        self._streams[name] = stream
+        return stream
+
+    def drop(self, name: str) -> bool:
+        return self._streams.pop(name, None) is not None
+
+    def clear(self) -> None:
+        self._streams.clear()
+
+    def enforce_bounds(self, keep: str | None = None) -> list[str]:
+        """Evict least recently used streams (never `keep`) until within bounds; returns their names."""
+        evicted = []
+        for name in list(self._streams):
+            if len(self._streams) <= self.max_streams and self.state_bytes() <= self.max_bytes:
+                break
+            if name == keep:
+                continue
+            del self._streams[name]
+            evicted.append(name)
+        if evicted:
+            log.info("TAESDV: evicted stream state of %s (bounded store)", ", ".join(evicted))
+        return evicted

@@ -61,15 +61,18 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             text = str(e)
-            if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
-                found = re.search(r"GLOBAL ([\w.]+ [\w.]+|[\w.]+)", text)
-                what = f" ({found.group(1)})" if found else ""
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+            if found:
                 raise CheckpointError(
-                    f"checkpoint '{name}' was refused: it holds Python objects{what} that would run code when "
-                    "loaded, not only tensors. Nothing in it was executed. Use the official taesdv.pth "
+                    f"checkpoint '{name}' was refused: it holds Python objects ({found.group(1)}) that would run "
+                    "code when loaded, not only tensors. Nothing in it was executed. Use the official taesdv.pth "
                     f"({OFFICIAL_URL}) or a .safetensors file."
                 ) from None
-            raise CheckpointError(f"checkpoint '{name}' is not a PyTorch or safetensors file ({text.splitlines()[0]})") from None
+            detail = re.search(r"(Unsupported operand \d+|invalid load key[^.]*)", text)
+            raise CheckpointError(
+                f"checkpoint '{name}' is not a PyTorch or safetensors file of plain tensors (the safe loader refused "
+                f"it: {detail.group(1) if detail else text.splitlines()[0]}); nothing in it was executed"
+            ) from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(

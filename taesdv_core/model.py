@@ -59,19 +59,20 @@ class MemBlock(nn.Module):
     def __init__(self, n: int = WIDTH):
         super().__init__()
         self.conv = nn.Sequential(conv(2 * n, n), nn.ReLU(inplace=True), conv(n, n), nn.ReLU(inplace=True), conv(n, n))
-        self._stacked: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._stacked_key = None
+        # Derived from conv.0 (not saved): they move and cast with the module, and are refreshed
+        # whenever a state dict is loaded.
+        self.register_buffer("stacked_weight", torch.empty(2 * n, n, 3, 3), persistent=False)
+        self.register_buffer("stacked_bias", torch.empty(2 * n), persistent=False)
+        self.refresh_stacked()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh_stacked())
 
-    def stacked_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight (128, 64, 3, 3), bias (128,)): own-input half then memory half (zero bias)."""
+    @torch.no_grad()
+    def refresh_stacked(self) -> None:
+        """stacked_weight (128, 64, 3, 3) = own-input half then memory half; stacked_bias = (bias, 0)."""
         w, b = self.conv[0].weight, self.conv[0].bias
-        key = (w.data_ptr(), w._version, b.data_ptr(), b._version, w.dtype, w.device)
-        if self._stacked is None or self._stacked_key != key:
-            n = w.shape[0]
-            weight = torch.cat([w[:, :n], w[:, n:]], 0).contiguous(memory_format=torch.channels_last)
-            bias = torch.cat([b, torch.zeros_like(b)], 0)
-            self._stacked, self._stacked_key = (weight.detach(), bias.detach()), key
-        return self._stacked
+        n = w.shape[0]
+        self.stacked_weight = torch.cat([w[:, :n], w[:, n:]], 0).contiguous(memory_format=torch.channels_last)
+        self.stacked_bias = torch.cat([b, torch.zeros_like(b)], 0)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One chunk of frames through the block.
@@ -81,8 +82,7 @@ class MemBlock(nn.Module):
             or None at the start of a clip (zero memory contributes nothing).
         Returns (output (N*T, 64, H, W), new memory (N, 64, H, W) for the next chunk).
         """
-        weight, bias = self.stacked_weight()
-        y = F.conv2d(x, weight, bias, padding=1)
+        y = F.conv2d(x, self.stacked_weight, self.stacked_bias, padding=1)
         nt, c2, h, w = y.shape
         n = c2 // 2
         y = y.view(nt // n_frames, n_frames, c2, h, w)

@@ -1,0 +1,47 @@
+import os
+import sys
+
+import pytest
+import torch
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+for p in (ROOT, TESTS):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from reference_taesdv import official_layout_state_dict  # noqa: E402
+
+ARTIFACTS = os.path.join(ROOT, "test-artifacts")
+
+
+@pytest.fixture(scope="session")
+def state_dict():
+    return official_layout_state_dict(seed=0)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(tmp_path_factory, state_dict):
+    path = tmp_path_factory.mktemp("weights") / "taesdv.pth"
+    torch.save(state_dict, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, state_dict):
+    """The real ComfyUI 0.3.75 on loopback, this pack linked in, a random official-layout checkpoint."""
+    from comfy_host import ComfyHost
+
+    base = str(tmp_path_factory.mktemp("comfy_base"))
+    host = ComfyHost(base, extra_packs={"taesdv_test_nodes": os.path.join(TESTS, "comfy_test_nodes")})
+    torch.save(state_dict, os.path.join(base, "models", "vae_approx", "taesdv.pth"))
+    host.start()
+    yield host
+    host.stop()
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with open(os.path.join(ARTIFACTS, "comfy-server.log"), "w") as f:
+        f.write(host.log())
+
+
+def pytest_configure(config):
+    torch.manual_seed(0)

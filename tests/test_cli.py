@@ -1,0 +1,111 @@
+"""`python -m taesdv_core`: decode, encode and round-trip without ComfyUI; bad input exits non-zero."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from reference_taesdv import reference_decode, reference_encode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "taesdv_core", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def latents_file(tmp_path_factory):
+    latents = torch.randn(1, 6, 4, 5, 7, generator=torch.Generator().manual_seed(3))
+    path = tmp_path_factory.mktemp("cli") / "latents.safetensors"
+    save_file({"latents": latents}, path)
+    return path, latents
+
+
+@pytest.mark.parametrize("mode,chunk", [("parallel", None), ("chunked", 4), ("chunked", None), ("stream", 1), ("stream", 4)])
+def test_decode_to_safetensors_equals_reference_in_every_mode(tmp_path, checkpoint_path, state_dict, latents_file, mode, chunk):
+    path, latents = latents_file
+    out = tmp_path / "frames.safetensors"
+    args = ["decode", path, "-w", checkpoint_path, "-o", out, "--mode", mode] + (["--chunk", chunk] if chunk else [])
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    frames = load_file(out)["frames"]
+    assert frames.shape == (1, 6, 3, 40, 56) and frames.dtype == torch.float32
+    assert (frames - reference_decode(state_dict, latents).clamp(0, 1)).abs().max() < 1e-5
+
+
+def test_decode_comfy_latent_file_is_unscaled_first(tmp_path, checkpoint_path, state_dict):
+    model_space = torch.randn(5, 4, 4, 4)
+    save_file({"latent_tensor": model_space / 0.18215, "latent_format_version_0": torch.tensor([])}, tmp_path / "x.latent")
+    r = cli("decode", tmp_path / "x.latent", "-w", checkpoint_path, "-o", tmp_path / "f.safetensors")
+    assert r.returncode == 0, r.stderr
+    expected = reference_decode(state_dict, model_space.unsqueeze(0)).clamp(0, 1)
+    assert (load_file(tmp_path / "f.safetensors")["frames"] - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("out,check", [
+    ("pngs", lambda p: sorted(os.listdir(p)) == [f"frame_{i:05d}.png" for i in range(6)]),
+    ("anim.webp", lambda p: Image.open(p).n_frames == 6),
+    ("anim.gif", lambda p: Image.open(p).n_frames == 6),
+    ("clip.mp4", lambda p: os.path.getsize(p) > 0),
+])
+def test_decode_to_images_and_animations(tmp_path, checkpoint_path, latents_file, out, check):
+    r = cli("decode", latents_file[0], "-w", checkpoint_path, "-o", tmp_path / out, "--mode", "stream")
+    assert r.returncode == 0, r.stderr
+    assert check(tmp_path / out)
+
+
+def test_encode_folder_of_images_equals_reference(tmp_path, checkpoint_path, state_dict):
+    frames = np.random.default_rng(0).integers(0, 256, (3, 24, 32, 3), dtype=np.uint8)
+    os.makedirs(tmp_path / "in")
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "in" / f"{i:03d}.png")
+    r = cli("encode", tmp_path / "in", "-w", checkpoint_path, "-o", tmp_path / "lat.safetensors")
+    assert r.returncode == 0, r.stderr
+    latents = load_file(tmp_path / "lat.safetensors")["latents"]
+    expected = reference_encode(state_dict, torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)[None])
+    assert latents.shape == (1, 3, 4, 3, 4)
+    assert (latents - expected).abs().max() < 1e-4
+
+
+def test_roundtrip_video(tmp_path, checkpoint_path, latents_file):
+    assert cli("decode", latents_file[0], "-w", checkpoint_path, "-o", tmp_path / "in.mp4").returncode == 0
+    r = cli("roundtrip", tmp_path / "in.mp4", "-w", checkpoint_path, "-o", tmp_path / "out.gif")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "out.gif").n_frames == 6
+
+
+@pytest.mark.parametrize("make,args,message", [
+    (None, ["decode", "{tmp}/missing.safetensors", "-o", "{tmp}/o.gif"], "does not exist"),
+    ("wrong_key", ["decode", "{tmp}/wrong.safetensors", "-o", "{tmp}/o.gif"], "no 'latents' or 'latent_tensor' key"),
+    ("sixteen", ["decode", "{tmp}/wan.safetensors", "-o", "{tmp}/o.gif"], "16 channels"),
+    ("nan", ["decode", "{tmp}/nan.safetensors", "-o", "{tmp}/o.gif"], "NaN"),
+    ("ok", ["decode", "{tmp}/ok.safetensors", "-o", "{tmp}/o.xyz"], "unknown output type"),
+    ("ok", ["decode", "{tmp}/ok.safetensors", "-o", "{tmp}/o.gif", "--chunk", "0"], "positive number"),
+    ("ok", ["decode", "{tmp}/ok.safetensors", "-o", "{tmp}/o.gif", "--device", "cuda:7"], "CUDA is not available|cuda"),
+    (None, ["encode", "{tmp}/nofolder", "-o", "{tmp}/o.safetensors"], "does not exist"),
+])
+def test_bad_input_gives_a_clear_message_and_exit_code_2(tmp_path, checkpoint_path, make, args, message):
+    if make == "wrong_key":
+        save_file({"x": torch.zeros(1)}, tmp_path / "wrong.safetensors")
+    elif make == "sixteen":
+        save_file({"latents": torch.zeros(1, 2, 16, 4, 4)}, tmp_path / "wan.safetensors")
+    elif make == "nan":
+        save_file({"latents": torch.full((1, 2, 4, 4, 4), float("nan"))}, tmp_path / "nan.safetensors")
+    elif make == "ok":
+        save_file({"latents": torch.zeros(1, 2, 4, 4, 4)}, tmp_path / "ok.safetensors")
+    r = cli(*[a.format(tmp=tmp_path) for a in args], "-w", checkpoint_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert __import__("re").search(message, r.stderr), r.stderr
+
+
+def test_bad_weights_give_a_clear_message(tmp_path, latents_file):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint at all")
+    r = cli("decode", latents_file[0], "-w", tmp_path / "bad.pth", "-o", tmp_path / "o.gif")
+    assert r.returncode == 2 and "error: checkpoint 'bad.pth'" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,157 @@
+"""The nodes on the real ComfyUI 0.3.75 server, driven through POST /prompt and the websocket."""
+import io
+import os
+import re
+import urllib.parse
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import graphs
+from reference_taesdv import reference_decode, reference_encode
+
+NODE_IDS = ["TAESDVLoader", "TAESDVDecode", "TAESDVStreamingDecode", "TAESDVEncode"]
+
+
+def clip_latents(frames, height=4, width=4, seed=0):
+    """The model-space latents TAESDVTest_LatentClip makes (its LATENT is these / 0.18215)."""
+    return torch.randn(frames, 4, height, width, generator=torch.Generator().manual_seed(seed))[None]
+
+
+def saved(comfy, name):
+    return load_file(os.path.join(comfy.base, "output", f"{name}.safetensors"))
+
+
+def unique(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def test_server_log_shows_the_pack_loaded_without_errors(comfy):
+    log = comfy.log()
+    assert re.search(r"seconds: .*custom_nodes/ComfyUI-TAESDV$", log, re.M)
+    assert "ComfyUI-TAESDV" not in "\n".join(l for l in log.splitlines() if "IMPORT FAILED" in l or "Cannot import" in l)
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        traceback = block.split("\n\n")[0]  # frames up to the exception line
+        assert "TAESDV" not in traceback, traceback
+
+
+def test_every_node_and_input_has_a_tooltip_and_description(comfy):
+    info = comfy.get_json("/object_info")
+    for node_id in NODE_IDS:
+        node = info[node_id]
+        assert node["description"] and node["category"] == "TAESDV"
+        for name, spec in node["input"]["required"].items():
+            assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert all(node["output_tooltips"]), node_id
+
+
+def test_loader_lists_only_plausible_checkpoints(comfy):
+    vae_approx = os.path.join(comfy.base, "models", "vae_approx")
+    for other in ("taesd_decoder.pth", "taew2_1.safetensors", "notes.txt"):
+        open(os.path.join(vae_approx, other), "wb").close()
+    try:
+        options = comfy.get_json("/object_info/TAESDVLoader")["TAESDVLoader"]["input"]["required"]["model_name"][1]["options"]
+        assert options == ["taesdv.pth"]
+    finally:
+        for other in ("taesd_decoder.pth", "taew2_1.safetensors", "notes.txt"):
+            os.remove(os.path.join(vae_approx, other))
+
+
+def test_eight_frame_latent_batch_decodes_to_saved_images_equal_to_the_reference(comfy, state_dict):
+    prefix = unique("batch")
+    graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=8, height=4, width=5, seed=1),
+             "3": graphs.decode(), "4": graphs.save_image("3", prefix), "5": graphs.save_tensor(prefix, images="3")}
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    expected = reference_decode(state_dict, clip_latents(8, 4, 5, seed=1)).clamp(0, 1)[0].permute(0, 2, 3, 1)
+    assert (saved(comfy, prefix)["images"] - expected).abs().max() < 1e-5
+    images = run.outputs("4")["images"]
+    assert len(images) == 8
+    for i, meta in enumerate(images):
+        png = comfy.get_bytes("/view?" + urllib.parse.urlencode(meta))
+        pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float32) / 255
+        assert pixels.shape == (32, 40, 3)
+        assert np.abs(pixels - expected[i].numpy()).max() <= 1 / 255 + 1e-6
+
+
+def test_five_dimensional_video_latents_decode_as_clips(comfy, state_dict):
+    name = unique("video5d")
+    run = comfy.run(graphs.decode_graph(name, frames=5, video_5d=True, seed=2))
+    assert run.succeeded, run.error_text()
+    expected = reference_decode(state_dict, clip_latents(5, seed=2)).clamp(0, 1)[0].permute(0, 2, 3, 1)
+    assert (saved(comfy, name)["images"] - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_chunk_size_does_not_change_the_frames(comfy, state_dict, chunk):
+    name = unique(f"chunk{chunk}")
+    graph = graphs.decode_graph(name, frames=7, seed=3)
+    graph["3"]["inputs"]["chunk_frames"] = chunk
+    assert comfy.run(graph).succeeded
+    expected = reference_decode(state_dict, clip_latents(7, seed=3)).clamp(0, 1)[0].permute(0, 2, 3, 1)
+    assert (saved(comfy, name)["images"] - expected).abs().max() < 1e-5
+
+
+def test_images_encode_to_latents_ready_for_a_sampler_and_decode_back(comfy, state_dict):
+    name = unique("roundtrip")
+    graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=4, seed=4), "3": graphs.decode(),
+             "4": graphs.encode(pixels="3"), "5": graphs.decode(samples="4"),
+             "6": graphs.save_tensor(name, samples="4", images="5")}
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    frames = reference_decode(state_dict, clip_latents(4, seed=4)).clamp(0, 1)
+    expected_latents = reference_encode(state_dict, frames)[0] / 0.18215
+    out = saved(comfy, name)
+    assert out["samples"].shape == (4, 4, 4, 4)  # unscaled, frames as the batch
+    assert (out["samples"] - expected_latents).abs().max() / expected_latents.abs().max() < 1e-4
+    redecoded = reference_decode(state_dict, (out["samples"] * 0.18215)[None]).clamp(0, 1)[0].permute(0, 2, 3, 1)
+    assert (out["images"] - redecoded).abs().max() < 1e-4
+
+
+def test_stream_decoded_over_three_queued_runs_equals_one_batch_decode(comfy, state_dict):
+    stream_name = unique("stream")
+    pieces = [(0, 3), (3, 2), (5, 4)]
+    got = []
+    for i, (start, count) in enumerate(pieces):
+        name = unique(f"piece{i}")
+        graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=9, seed=5, start=start, count=count),
+                 "3": graphs.stream(name=stream_name, reset=(i == 0)), "4": graphs.save_tensor(name, images="3")}
+        run = comfy.run(graph)
+        assert run.succeeded, run.error_text()
+        got.append(saved(comfy, name)["images"])
+    expected = reference_decode(state_dict, clip_latents(9, seed=5)).clamp(0, 1)[0].permute(0, 2, 3, 1)
+    assert (torch.cat(got) - expected).abs().max() < 1e-5
+
+
+def test_stream_reset_starts_a_new_clip(comfy, state_dict):
+    stream_name = unique("reset")
+    for seed in (6, 7):
+        name = unique("r")
+        graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=3, seed=seed),
+                 "3": graphs.stream(name=stream_name, reset=True), "4": graphs.save_tensor(name, images="3")}
+        assert comfy.run(graph).succeeded
+    expected = reference_decode(state_dict, clip_latents(3, seed=7)).clamp(0, 1)[0].permute(0, 2, 3, 1)
+    assert (saved(comfy, name)["images"] - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_loader_dtypes_decode(comfy, dtype):
+    name = unique(dtype)
+    graph = graphs.decode_graph(name, frames=2)
+    graph["1"]["inputs"]["dtype"] = dtype
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    assert saved(comfy, name)["images"].shape == (2, 32, 32, 3)
+
+
+def test_wrong_channel_count_fails_with_a_message_and_the_server_keeps_serving(comfy):
+    run = comfy.run({"1": graphs.loader(), "2": graphs.latent_clip(frames=2, channels=16), "3": graphs.decode(),
+                     "4": graphs.save_tensor(unique("bad"), images="3")})
+    assert not run.succeeded
+    assert re.search(r"16 channels.*TAESDV expects 4.*Wan", run.error_text()), run.error_text()
+    name = unique("after")
+    assert comfy.run(graphs.decode_graph(name, frames=2)).succeeded

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Sets up a local ComfyUI with this pack and starts it with the example workflows ready.
+#   bash scripts/start.sh                      # pinned ComfyUI 0.3.75 on CPU, http://127.0.0.1:8188
+#   bash scripts/start.sh --comfyui PATH       # link the pack into an existing ComfyUI instead
+#   bash scripts/start.sh --demo-weights       # offline: random weights of the official layout
+#   bash scripts/start.sh --port 8190
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+COMFYUI_PATH=""; PORT=8188; DEMO=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --comfyui) COMFYUI_PATH="$2"; shift 2 ;;
+    --port) PORT="$2"; shift 2 ;;
+    --demo-weights) DEMO=1; shift ;;
+    *) echo "start: unknown argument '$1' (expected --comfyui PATH, --port N or --demo-weights)" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$COMFYUI_PATH" ]; then
+  bash scripts/setup-host.sh --comfyui "$COMFYUI_PATH"
+  base="$COMFYUI_PATH"; python="${PYTHON:-python3}"
+else
+  bash scripts/setup-host.sh
+  base="$here/.host/base"; python="$here/.venv/bin/python"
+fi
+models="$base/models/vae_approx"; mkdir -p "$models" "$base/user/default/workflows"
+cp example_workflows/*.json "$base/user/default/workflows/"
+"$python" scripts/fetch_weights.py "$models" $([ "$DEMO" = 1 ] && echo --demo) || true
+if [ -n "$COMFYUI_PATH" ]; then
+  cd "$COMFYUI_PATH"; exec "$python" main.py --listen 127.0.0.1 --port "$PORT"
+fi
+cd .host/ComfyUI
+echo "start: ComfyUI on http://127.0.0.1:$PORT (workflows menu: taesdv_*.json)"
+exec "$python" main.py --cpu --listen 127.0.0.1 --port "$PORT" --base-directory "$base" --disable-api-nodes

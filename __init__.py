@@ -8,6 +8,7 @@ WEB_DIRECTORY = "./web"
 
 
 async def comfy_entrypoint():
-    from .nodes import TAESDVExtension
+    from .nodes import TAESDVExtension, activate
 
+    activate()
     return TAESDVExtension()

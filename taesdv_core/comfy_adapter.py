@@ -40,6 +40,22 @@ class ManagedTAESDV:
         self.patcher = comfy.model_patcher.ModelPatcher(self.model, load_device=self.load_device,
                                                         offload_device=self.offload_device)
         self.streams = StreamStore(self.model.decoder) if self.model.decoder is not None else None
+        self._preview_decoders: dict[tuple, torch.nn.Module] = {}
+
+    def preview_decoder(self, device: torch.device) -> torch.nn.Module:
+        """A private copy of the decoder on the sampler's device, for previews during sampling.
+
+        Previews run inside the sampler, whose model must stay loaded: like ComfyUI's own TAESD
+        previewer, the 3 MB copy is moved there directly instead of through load_models_gpu.
+        """
+        self._require("decoder")
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        key = (str(device), dtype)
+        if key not in self._preview_decoders:
+            import copy
+
+            self._preview_decoders[key] = copy.deepcopy(self.model.decoder).to(device=device, dtype=dtype)
+        return self._preview_decoders[key]
 
     @property
     def has_encoder(self) -> bool:

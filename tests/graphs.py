@@ -42,3 +42,24 @@ def save_image(images, prefix="taesdv"):
 
 def decode_graph(save_name, **clip):
     return {"1": loader(), "2": latent_clip(**clip), "3": decode(), "4": save_tensor(save_name, images="3")}
+
+
+def sampling_graph(frames=8, size=64, steps=4, channels=32, preview=None, seed=0, save_name=None):
+    """A real KSampler on a tiny random SD1.5-format model, optionally through TAESDV Latent Preview."""
+    g = {
+        "1": loader(),
+        "10": {"class_type": "TAESDVTest_TinySD15Model", "inputs": {"channels": channels, "seed": 0}},
+        "11": {"class_type": "TAESDVTest_Conditioning", "inputs": {"seed": 1}},
+        "12": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": frames}},
+        "13": {"class_type": "KSampler", "inputs": {
+            "model": ["10", 0], "positive": ["11", 0], "negative": ["11", 0], "latent_image": ["12", 0],
+            "seed": seed, "steps": steps, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "14": decode(samples="13"),
+        "15": save_tensor(save_name or "sampled", images="14"),
+    }
+    if preview is not None:
+        g["20"] = {"class_type": "TAESDVLatentPreview", "inputs": {
+            "model": ["10", 0], "taesdv": ["1", 0], "max_size": preview.get("max_size", 256),
+            "fps": preview.get("fps", 8.0), "budget_percent": preview.get("budget_percent", 100.0)}}
+        g["13"]["inputs"]["model"] = ["20", 0]
+    return g

@@ -54,9 +54,53 @@ class TestLatentStats(io.ComfyNode):
         return io.NodeOutput()
 
 
+class TestTinySD15Model(io.ComfyNode):
+    """A real SD1.5-format diffusion model (ComfyUI's own UNet and model classes) with small random
+    weights, so a real KSampler runs here without any downloaded checkpoint."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_TinySD15Model", category="testing",
+                         inputs=[io.Int.Input("channels", default=32, min=8, max=320), io.Int.Input("seed", default=0)],
+                         outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, channels, seed):
+        import comfy.model_management as mm
+        import comfy.model_patcher
+        import comfy.supported_models
+
+        unet_config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+                       "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": channels,
+                       "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "channel_mult": [1, 2],
+                       "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 32,
+                       "num_heads": 2, "num_head_channels": -1, "transformer_depth_output": [1, 1, 1, 1], "dims": 2}
+        model = comfy.supported_models.SD15(unet_config).get_model({}, "", device="cpu")
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():  # ComfyUI's ops leave weights uninitialised
+                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.01))
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                                              offload_device=mm.unet_offload_device()))
+
+
+class TestConditioning(io.ComfyNode):
+    """Conditioning for the tiny model (context width 32), in place of a CLIP text encoder."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_Conditioning", category="testing",
+                         inputs=[io.Int.Input("seed", default=0)], outputs=[io.Conditioning.Output()])
+
+    @classmethod
+    def execute(cls, seed):
+        g = torch.Generator().manual_seed(seed)
+        return io.NodeOutput([[torch.randn(1, 77, 32, generator=g), {}]])
+
+
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
-        return [TestLatentClip, TestLatentStats]
+        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestConditioning]
 
 
 async def comfy_entrypoint():

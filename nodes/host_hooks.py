@@ -1,0 +1,46 @@
+"""The one place this pack wraps a ComfyUI internal: `latent_preview.prepare_callback`.
+
+ComfyUI 0.3.75 has no public hook through which a pack can preview every sampler, nor one to
+replace (rather than add to) its one-frame previewer. Every sampler node builds its callback
+through this function (KSampler, KSamplerAdvanced, SamplerCustom, SamplerCustomAdvanced), so
+wrapping it serves the global switch and lets TAESDV clips replace core's still frame. Where a
+MODEL has no TAESDV spec and the switch is off, the original runs untouched. The node path
+also works without this wrap (its OUTER_SAMPLE wrapper is a public hook). Tested against the
+real host in tests/test_live_preview.py.
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("taesdv")
+
+
+def install_sampler_preview_hook() -> bool:
+    """Wrap latent_preview.prepare_callback once; returns whether the wrap is in place."""
+    try:
+        import latent_preview
+    except ImportError:
+        log.warning("TAESDV: ComfyUI's latent_preview module is missing; the global preview switch is unavailable")
+        return False
+    original = latent_preview.prepare_callback
+    if getattr(original, "taesdv_hook", False):
+        return True
+
+    from .live_preview import sampler_callback, serves
+    from .preview_service import SERVICE
+
+    def prepare_callback(model, steps, x0_output_dict=None, *args, **kwargs):
+        try:
+            spec = SERVICE.spec_for(model)
+            use_taesdv = spec is not None and serves(model.model.latent_format)
+        except Exception as e:  # never let the pack break sampling
+            log.warning("TAESDV preview hook: %s; using ComfyUI's previewer", e)
+            use_taesdv = False
+        if not use_taesdv:
+            return original(model, steps, x0_output_dict, *args, **kwargs)
+        return sampler_callback(model, steps, x0_output_dict, spec, SERVICE.clients)
+
+    prepare_callback.taesdv_hook = True
+    prepare_callback.__wrapped__ = original
+    latent_preview.prepare_callback = prepare_callback
+    return True

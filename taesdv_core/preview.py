@@ -1,0 +1,183 @@
+"""Live previews of a whole clip while sampling: pure logic, no ComfyUI.
+
+Each preview decodes all frames of one step's x0 together (one clip, temporally coherent,
+never mixing steps), at preview size when the latents are larger than needed, within a time
+budget that thins previews so they cost at most a set fraction of the sampler's own time.
+
+x0 arrives in model space (the sampler's denoised estimate): no extra scaling.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import engine
+from .model import SPATIAL_SCALE, TAESDVDecoder, decoder_flops_per_frame
+
+log = logging.getLogger("taesdv")
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreviewSettings:
+    max_size: int = 256      # longest side of a preview frame, pixels
+    fps: float = 8.0         # playback rate the client should use
+    budget: float = 0.05     # previews may add at most this fraction to the sampler's wall time
+    quality: int = 80        # JPEG quality of the sprite sheet
+
+
+@dataclass
+class PreviewClip:
+    """One step's clip: frames (T, 3, h, w) in [0, 1] and their sprite sheet."""
+
+    step: int
+    total_steps: int
+    frames: torch.Tensor
+    sheet: "PIL.Image.Image"
+    sheet_jpeg: bytes
+    columns: int
+    rows: int
+    decode_seconds: float
+
+    @property
+    def frame_count(self) -> int:
+        return self.frames.shape[0]
+
+
+class PreviewBudget:
+    """Allows a preview only while preview time stays <= `fraction` of the time spent sampling.
+
+    The cost of the next preview is predicted from the last one (or from a FLOP estimate
+    before the first), and it is allowed only if the total would still be within budget.
+    """
+
+    def __init__(self, fraction: float, clock: Callable[[], float] = time.perf_counter):
+        self.fraction = fraction
+        self.clock = clock
+        self.started = clock()
+        self.spent = 0.0
+        self.last_cost: float | None = None
+        self.previews = 0
+        self.skipped = 0
+
+    def allow(self, estimated_cost: float) -> bool:
+        cost = self.last_cost if self.last_cost is not None else estimated_cost
+        sampling_time = (self.clock() - self.started) - self.spent
+        ok = self.fraction >= 1.0 or (self.spent + cost) <= self.fraction * max(sampling_time, 0.0)
+        if not ok:
+            self.skipped += 1
+        return ok
+
+    def record(self, cost: float) -> None:
+        self.spent += cost
+        self.last_cost = cost if self.last_cost is None else 0.5 * (self.last_cost + cost)
+        self.previews += 1
+
+
+def preview_latents(x0: torch.Tensor, max_size: int) -> torch.Tensor:
+    """x0 of one step -> one clip (1, T, 4, h, w) no larger than max_size pixels once decoded.
+
+    Accepts frames as the batch (T, 4, h, w) or video latents (B, 4, T, h, w) (first clip).
+    Larger latents are area-averaged down: decoding at preview size costs less.
+    """
+    if x0.ndim == 4:
+        clip = x0
+    elif x0.ndim == 5:
+        clip = x0[0].movedim(0, 1)
+    else:
+        raise engine.InputError(f"x0 of shape {tuple(x0.shape)} is not a clip")
+    h, w = clip.shape[-2:]
+    limit = max(1, max_size // SPATIAL_SCALE)
+    if max(h, w) > limit:
+        scale = limit / max(h, w)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        clip = F.interpolate(clip.float(), size=size, mode="area")
+    return clip.unsqueeze(0)
+
+
+def sprite_sheet(frames: torch.Tensor, quality: int = 80) -> tuple["PIL.Image.Image", bytes, int, int]:
+    """Frames (T, 3, h, w) in [0, 1] -> (grid image, its JPEG, columns, rows), row-major, frame 0 top left.
+
+    The grid is also a sensible still preview (a contact sheet) for clients that cannot animate.
+    """
+    from PIL import Image
+
+    t, _, h, w = frames.shape
+    columns = max(1, math.ceil(math.sqrt(t * h / w)))
+    columns = min(columns, t)
+    rows = math.ceil(t / columns)
+    grid = torch.zeros(rows * h, columns * w, 3, dtype=torch.uint8)
+    pixels = frames.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    for i in range(t):
+        r, c = divmod(i, columns)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = pixels[i]
+    image = Image.fromarray(grid.numpy())
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return image, buffer.getvalue(), columns, rows
+
+
+def assumed_throughput(device: torch.device) -> float:
+    """A deliberately low FLOP/s guess, used only to predict the very first preview's cost."""
+    return 5e10 if device.type == "cpu" else 5e12
+
+
+class Previewer:
+    """Turns each step's x0 into a `PreviewClip`, or None when the budget says skip.
+
+    Never raises for a failed preview (except `interrupt_types`): an out-of-memory error
+    halves the preview size and skips that step; any other error turns previews off for the
+    rest of this sampling run, with one log line.
+    """
+
+    def __init__(self, decoder: TAESDVDecoder, settings: PreviewSettings,
+                 clock: Callable[[], float] = time.perf_counter, interrupt_types: tuple[type, ...] = ()):
+        self.decoder = decoder
+        self.settings = settings
+        self.max_size = settings.max_size
+        self.budget = PreviewBudget(settings.budget, clock)
+        self.clock = clock
+        self.interrupt_types = interrupt_types
+        self.disabled_reason: str | None = None
+        self.out_of_memory_count = 0
+
+    def estimated_cost(self, clip_latents: torch.Tensor) -> float:
+        n, t, _, h, w = clip_latents.shape
+        device = next(self.decoder.parameters()).device
+        return n * t * decoder_flops_per_frame(h * SPATIAL_SCALE, w * SPATIAL_SCALE) / assumed_throughput(device)
+
+    def render(self, step: int, total_steps: int, x0: torch.Tensor, force: bool = False) -> PreviewClip | None:
+        if self.disabled_reason is not None:
+            return None
+        try:
+            latents = preview_latents(x0.detach(), self.max_size)
+            if not force and not self.budget.allow(self.estimated_cost(latents)):
+                return None
+            if not bool(torch.isfinite(latents).all()):
+                return None  # a diverging sampler: nothing sensible to show for this step
+            started = self.clock()
+            param = next(self.decoder.parameters())
+            frames = engine.decode(self.decoder, latents.to(param.device, param.dtype))[0]
+            sheet, jpeg, columns, rows = sprite_sheet(frames, self.settings.quality)
+            cost = self.clock() - started
+            self.budget.record(cost)
+            return PreviewClip(step, total_steps, frames, sheet, jpeg, columns, rows, cost)
+        except self.interrupt_types:
+            raise
+        except Exception as e:  # a preview must never fail the run
+            if engine.is_out_of_memory(e):
+                self.out_of_memory_count += 1
+                self.max_size = max(SPATIAL_SCALE, self.max_size // 2)
+                log.warning("TAESDV preview ran out of memory; continuing at %d px", self.max_size)
+                return None
+            self.disabled_reason = f"{type(e).__name__}: {e}"
+            log.warning("TAESDV previews off for this run after an error: %s", self.disabled_reason)
+            return None

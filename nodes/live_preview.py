@@ -117,7 +117,8 @@ class SamplerPreview:
                          server.client_id)
         if server.client_id in self.clients:
             return None
-        return ("JPEG", clip.sheet, comfy_args.preview_size)
+        # ComfyUI scales previews to fit its --preview-size, upscaling small ones: cap at the sheet's own size
+        return ("JPEG", clip.sheet, min(comfy_args.preview_size, max(clip.sheet.size)))
 
 
 def sampler_callback(model_patcher, steps: int, x0_output_dict, spec: PreviewSpec, clients: ExtensionClients):

@@ -1,4 +1,5 @@
 """Small builders of API-format ComfyUI graphs for the tests."""
+import os
 
 
 def loader(dtype="auto", name="taesdv.pth"):
@@ -44,8 +45,13 @@ def decode_graph(save_name, **clip):
     return {"1": loader(), "2": latent_clip(**clip), "3": decode(), "4": save_tensor(save_name, images="3")}
 
 
-def sampling_graph(frames=8, size=64, steps=4, channels=32, preview=None, seed=0, save_name=None):
-    """A real KSampler on a tiny random SD1.5-format model, optionally through TAESDV Latent Preview."""
+def sampling_graph(frames=8, size=64, steps=4, channels=32, preview=None, seed=None, save_name=None):
+    """A real KSampler on a tiny random SD1.5-format model, optionally through TAESDV Latent Preview.
+
+    A fresh seed by default, so ComfyUI's cache never skips the sampler.
+    """
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "big")
     g = {
         "1": loader(),
         "10": {"class_type": "TAESDVTest_TinySD15Model", "inputs": {"channels": channels, "seed": 0}},

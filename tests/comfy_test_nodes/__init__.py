@@ -98,9 +98,31 @@ class TestConditioning(io.ComfyNode):
         return io.NodeOutput([[torch.randn(1, 77, 32, generator=g), {}]])
 
 
+class TestHookState(io.ComfyNode):
+    """Reports whether latent_preview.prepare_callback is the pack's wrap around ComfyUI's original."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_HookState", category="testing", is_output_node=True, inputs=[], outputs=[])
+
+    @classmethod
+    def fingerprint_inputs(cls):
+        return float("nan")
+
+    @classmethod
+    def execute(cls):
+        import latent_preview
+
+        fn = latent_preview.prepare_callback
+        original = getattr(fn, "__wrapped__", None)
+        state = {"wrapped": bool(getattr(fn, "taesdv_hook", False)),
+                 "wraps_original": original is not None and original.__module__ == "latent_preview"}
+        return io.NodeOutput(ui={"hook": [state]})
+
+
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
-        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestConditioning]
+        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestConditioning, TestHookState]
 
 
 async def comfy_entrypoint():

@@ -1,0 +1,223 @@
+"""Live TAESDV previews: the previewer's logic, and whole clips over the real server's websocket."""
+import base64
+import io
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+import graphs
+from taesdv_core import decode, model_from_state_dict
+from taesdv_core.preview import PreviewBudget, Previewer, PreviewSettings, preview_latents, sprite_sheet
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def decoder(state_dict):
+    return model_from_state_dict(state_dict).decoder
+
+
+# -- the previewer, no ComfyUI ----------------------------------------------------------------
+
+def test_preview_frames_equal_a_full_decode_of_the_same_x0(decoder):
+    x0 = torch.randn(9, 4, 6, 5)  # frames as the batch, as AnimateDiff/SVD samplers give it
+    clip = Previewer(decoder, PreviewSettings(max_size=1024, budget=1.0)).render(0, 10, x0)
+    assert clip.frames.shape == (9, 3, 48, 40)
+    assert torch.equal(clip.frames, decode(decoder, x0.unsqueeze(0))[0])
+
+
+def test_video_shaped_x0_previews_its_first_clip(decoder):
+    x0 = torch.randn(2, 4, 5, 4, 4)  # [B, C, T, h, w]
+    clip = Previewer(decoder, PreviewSettings(max_size=1024, budget=1.0)).render(0, 1, x0)
+    assert torch.equal(clip.frames, decode(decoder, x0[0].movedim(0, 1).unsqueeze(0))[0])
+
+
+def test_large_latents_are_decoded_at_preview_size(decoder):
+    x0 = torch.randn(3, 4, 64, 48)
+    latents = preview_latents(x0, 256)
+    assert latents.shape == (1, 3, 4, 32, 24)
+    assert torch.allclose(latents[0], torch.nn.functional.avg_pool2d(x0, 2))
+    clip = Previewer(decoder, PreviewSettings(max_size=256, budget=1.0)).render(0, 1, x0)
+    assert clip.frames.shape == (3, 3, 256, 192)
+
+
+def test_sprite_sheet_holds_every_frame_in_row_major_order():
+    frames = torch.stack([torch.full((3, 8, 8), i / 10) for i in range(7)])
+    image, jpeg, columns, rows = sprite_sheet(frames, quality=100)
+    assert (columns, rows) == (3, 3) and image.size == (24, 24)
+    decoded = Image.open(io.BytesIO(jpeg)).convert("L")
+    for i in range(7):
+        r, c = divmod(i, columns)
+        assert abs(decoded.getpixel((c * 8 + 4, r * 8 + 4)) - round(i / 10 * 255)) <= 3
+
+
+def test_budget_thins_previews_to_the_allowed_fraction():
+    clock = FakeClock()
+    budget = PreviewBudget(0.05, clock)
+    allowed = 0
+    for step in range(100):
+        clock.now += 1.0  # one sampler step takes 1 s
+        if budget.allow(estimated_cost=0.5):
+            allowed += 1
+            clock.now += 0.5  # a preview takes 0.5 s
+            budget.record(0.5)
+    assert budget.spent <= 0.05 * (clock.now - budget.spent) + 1e-9
+    assert 8 <= allowed <= 10  # 5% of 100 s of sampling is 5 s: 10 previews of 0.5 s at most
+    assert budget.skipped == 100 - allowed
+
+
+def test_budget_of_one_previews_every_step():
+    clock = FakeClock()
+    budget = PreviewBudget(1.0, clock)
+    assert all(budget.allow(99.0) for _ in range(10))
+
+
+def test_out_of_memory_in_a_preview_shrinks_and_skips_instead_of_failing(decoder):
+    previewer = Previewer(decoder, PreviewSettings(max_size=256, budget=1.0))
+    real = decoder.forward_chunk
+
+    def oom(x, memory):
+        raise torch.OutOfMemoryError("injected: CUDA out of memory")
+
+    decoder.forward_chunk = oom
+    try:
+        assert previewer.render(0, 4, torch.randn(2, 4, 8, 8)) is None
+    finally:
+        decoder.forward_chunk = real
+    assert previewer.max_size == 128 and previewer.out_of_memory_count == 1
+    clip = previewer.render(1, 4, torch.randn(2, 4, 32, 32))
+    assert clip is not None and clip.frames.shape[-1] == 128
+
+
+def test_any_other_preview_error_turns_previews_off_for_the_run_without_raising(decoder):
+    previewer = Previewer(decoder, PreviewSettings(budget=1.0))
+    assert previewer.render(0, 4, torch.randn(2, 3)) is None  # not a clip
+    assert previewer.disabled_reason and previewer.render(1, 4, torch.randn(2, 4, 4, 4)) is None
+
+
+def test_interrupts_pass_through_the_previewer(decoder):
+    class Interrupt(Exception):
+        pass
+
+    previewer = Previewer(decoder, PreviewSettings(budget=1.0), interrupt_types=(Interrupt,))
+    real = decoder.forward_chunk
+
+    def interrupted(x, memory):
+        raise Interrupt()
+
+    decoder.forward_chunk = interrupted
+    try:
+        with pytest.raises(Interrupt):
+            previewer.render(0, 4, torch.randn(2, 4, 4, 4))
+    finally:
+        decoder.forward_chunk = real
+
+
+def test_non_finite_x0_is_skipped(decoder):
+    x0 = torch.randn(2, 4, 4, 4)
+    x0[0, 0, 0, 0] = float("nan")
+    assert Previewer(decoder, PreviewSettings(budget=1.0)).render(0, 1, x0) is None
+
+
+# -- on the real server -------------------------------------------------------------------------
+
+def clip_events(run):
+    return [m["data"] for m in run.messages if m["type"] == "taesdv.preview"]
+
+
+def test_sampler_sends_one_complete_clip_per_previewed_step_with_its_identity(comfy):
+    run = comfy.run(graphs.sampling_graph(frames=8, size=64, steps=5, preview={"budget_percent": 100, "fps": 12}))
+    assert run.succeeded, run.error_text()
+    clips = clip_events(run)
+    assert [c["step"] for c in clips] == [1, 2, 3, 4, 5]
+    assert [c["sequence"] for c in clips] == [1, 2, 3, 4, 5]
+    for c in clips:
+        assert c["protocol"] == 1 and c["prompt_id"] == run.prompt_id
+        assert c["node_id"] == c["display_node_id"] == "13" and c["total_steps"] == 5
+        assert (c["frame_count"], c["frame_width"], c["frame_height"], c["fps"]) == (8, 64, 64, 12.0)
+        sheet = Image.open(io.BytesIO(base64.b64decode(c["image"].split(",", 1)[1])))
+        assert sheet.size == (c["columns"] * 64, c["rows"] * 64)
+        assert c["columns"] * c["rows"] >= 8
+
+
+def test_clients_without_the_extension_get_a_standard_preview_image(comfy):
+    run = comfy.run(graphs.sampling_graph(frames=4, size=64, steps=3, preview={"budget_percent": 100}))
+    previews = [b for b in run.binaries if int.from_bytes(b[:4], "big") == 4]  # PREVIEW_IMAGE_WITH_METADATA
+    assert len(previews) == 3
+    meta_len = int.from_bytes(previews[0][4:8], "big")
+    meta = json.loads(previews[0][8:8 + meta_len])
+    assert meta["node_id"] == "13" and meta["prompt_id"] == run.prompt_id
+    assert Image.open(io.BytesIO(previews[0][8 + meta_len:])).size == (128, 128)  # 2x2 contact sheet
+
+
+def test_clients_with_the_extension_get_clips_only(comfy):
+    ws, client_id = comfy.connect()
+    try:
+        status, _ = comfy.post_json("/taesdv/preview/client", {"client_id": client_id})
+        assert status == 200
+        run = comfy.run(graphs.sampling_graph(frames=4, size=64, steps=3, preview={"budget_percent": 100}),
+                        ws_and_id=(ws, client_id))
+    finally:
+        ws.close()
+    assert len(clip_events(run)) == 3
+    assert not [b for b in run.binaries if int.from_bytes(b[:4], "big") in (1, 4)]
+
+
+def test_default_budget_keeps_preview_time_within_five_percent_of_sampling(comfy):
+    import time
+
+    times = []
+    run = comfy.run(graphs.sampling_graph(frames=8, size=64, steps=12, channels=64, preview={"budget_percent": 5}),
+                    on_message=lambda m: times.append(time.perf_counter()) if isinstance(m, dict) and m["type"] == "progress" else None)
+    assert run.succeeded
+    clips = clip_events(run)
+    sampling_seconds = times[-1] - times[0]
+    spent = sum(c["decode_ms"] for c in clips) / 1000
+    assert len(clips) < 12  # decoding 8 frames costs more than a tiny model's step: previews are thinned
+    largest = max((c["decode_ms"] for c in clips), default=0) / 1000
+    assert spent <= 0.05 * sampling_seconds + largest  # at most one preview over, from the first estimate
+    assert len(run.of_type("progress")) >= 12  # progress still reported every step
+
+
+def test_sampler_output_is_identical_with_and_without_previews(comfy):
+    with_preview, without = graphs.sampling_graph(preview={"budget_percent": 100}, save_name="p_on", seed=3), \
+        graphs.sampling_graph(save_name="p_off", seed=3)
+    assert comfy.run(with_preview).succeeded and comfy.run(without).succeeded
+    from safetensors.torch import load_file
+
+    on = load_file(os.path.join(comfy.base, "output", "p_on.safetensors"))["images"]
+    off = load_file(os.path.join(comfy.base, "output", "p_off.safetensors"))["images"]
+    assert torch.equal(on, off)
+
+
+def test_global_switch_previews_samplers_without_the_node_and_can_be_turned_off(comfy):
+    assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0, "fps": 10})[0] == 200
+    try:
+        run = comfy.run(graphs.sampling_graph(frames=4, size=64, steps=3))
+        clips = clip_events(run)
+        assert [c["step"] for c in clips] == [1, 2, 3] and clips[0]["fps"] == 10
+    finally:
+        assert comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05, "fps": 8})[0] == 200
+    assert not clip_events(comfy.run(graphs.sampling_graph(frames=4, size=64, steps=3)))
+
+
+def test_settings_route_refuses_bad_values(comfy):
+    status, body = comfy.post_json("/taesdv/preview/settings", {"max_size": 5})
+    assert status == 400 and "max_size" in body["error"]
+    assert comfy.get_json("/taesdv/preview/settings")["max_size"] == 256
+
+
+def test_hook_wraps_comfyui_prepare_callback_on_the_real_host(comfy):
+    # The one internal this pack wraps must still be in place after start-up.
+    run = comfy.run({"1": {"class_type": "TAESDVTest_HookState", "inputs": {}}})
+    assert run.succeeded, run.error_text()
+    assert run.outputs("1")["hook"] == [{"wrapped": True, "wraps_original": True}]

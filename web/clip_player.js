@@ -37,8 +37,9 @@ export class ClipPlayer {
 
     this.onButton = () => this.setPlaying(!this.playing);
     this.onScrub = () => {
+      const chosen = Number(this.scrubber.value); // read first: pausing refreshes the controls
       this.setPlaying(false);
-      this.show(Number(this.scrubber.value));
+      this.show(chosen);
     };
     this.button.addEventListener("click", this.onButton);
     this.scrubber.addEventListener("input", this.onScrub);

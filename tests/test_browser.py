@@ -133,3 +133,36 @@ def test_node_lookup_handles_subgraph_paths_and_long_ids(comfy):
                     nodesForExecutionId(root, '7').length];
         }""")
         assert found == [["5", "123456789012345678"], ["5"], 0]
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_workflows")
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(EXAMPLES)))
+def test_example_workflows_load_in_the_real_ui(comfy, name):
+    import json
+
+    with open(os.path.join(EXAMPLES, name)) as f:
+        workflow = json.load(f)
+    with comfy_page(comfy.url) as (page, errors):
+        page.wait_for_timeout(1000)
+        baseline = len(errors)
+        result = page.evaluate("""async (wf) => {
+            await app.loadGraphData(wf, true, true, 'example');
+            const missing = app.graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type);
+            const prompt = (await app.graphToPrompt()).output;
+            return {missing, types: Object.values(prompt).map(n => n.class_type).sort(), prompt};
+        }""", workflow)
+        assert result["missing"] == []
+        page.wait_for_timeout(500)
+        assert page.get_by_text("Invalid workflow").count() == 0, "the frontend rejected the file's schema"
+        assert result["types"] == sorted(n["type"] for n in workflow["nodes"] if n["type"] not in ("Note", "MarkdownNote"))
+        taesdv_nodes = [n for n in result["prompt"].values() if n["class_type"].startswith("TAESDV")]
+        assert taesdv_nodes and all(n["inputs"] for n in taesdv_nodes)
+        shot(page, f"example-{name.removesuffix('.json')}.png")
+        assert new_errors(errors, baseline) == []
+
+
+def test_example_workflows_are_offered_as_templates(comfy):
+    templates = comfy.get_json("/api/workflow_templates")
+    assert sorted(templates.get("ComfyUI-TAESDV", [])) == sorted(n.removesuffix(".json") for n in os.listdir(EXAMPLES))

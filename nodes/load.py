@@ -45,6 +45,9 @@ class LoadTAESDV(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_name: str, dtype: str) -> bool | str:
+        # ComfyUI 0.3.75 does not check schema-API combo values itself: both are checked here.
+        if dtype not in DTYPE_CHOICES:
+            return f"dtype '{dtype}' is not one of {', '.join(DTYPE_CHOICES)}"
         if model_name not in folder_paths.get_filename_list("vae_approx"):
             return (f"model_name '{model_name}' is not a file in models/vae_approx; put taesdv.pth there "
                     f"({OFFICIAL_URL}) and refresh")

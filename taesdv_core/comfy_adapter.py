@@ -77,13 +77,26 @@ class ManagedTAESDV:
         mm.load_models_gpu([self.patcher], memory_required=working_bytes)
         return mm.get_free_memory(self.load_device)
 
-    def _check_output_fits(self, shape: tuple[int, ...], what: str) -> None:
-        need = 4 * int(torch.Size(shape).numel())
-        free = mm.get_free_memory(mm.intermediate_device())
-        if need > free:
+    def _check_fits(self, latents_shape: tuple[int, ...]) -> None:
+        """Refuse, before allocating anything, latents whose output or single-frame work cannot fit."""
+        n, t, _, h, w = latents_shape
+        hh, ww = h * SPATIAL_SCALE, w * SPATIAL_SCALE
+        output = 4 * n * t * 3 * hh * ww
+        free_out = mm.get_free_memory(mm.intermediate_device())
+        if output > free_out:
             raise engine.InputError(
-                f"{what} of shape {tuple(shape)} need {_format_bytes(need)} for the output alone, but only "
-                f"{_format_bytes(free)} is free; decode fewer frames or smaller latents (or use TAESDV Streaming Decode)"
+                f"latents {tuple(latents_shape)} decode to {n * t} frames of {hh}x{ww} that need "
+                f"{_format_bytes(output)} for the output alone, but {_format_bytes(free_out)} is free; decode fewer "
+                "frames at a time (TAESDV Streaming Decode) or smaller latents"
+            )
+        one_frame = engine.decode_working_bytes_per_frame(hh, ww, self._element_size()) * n
+        free_work = mm.get_free_memory(self.load_device)
+        if self.load_device == mm.intermediate_device():
+            free_work -= output
+        if one_frame > free_work:
+            raise engine.InputError(
+                f"latents {tuple(latents_shape)}: decoding one {hh}x{ww} frame needs {_format_bytes(one_frame)} of "
+                f"working memory on {self.load_device}, but {_format_bytes(max(free_work, 0))} is free; use smaller latents"
             )
 
     @staticmethod
@@ -102,7 +115,7 @@ class ManagedTAESDV:
         latents = engine.as_ntchw(latents, "latents", 4)
         engine.check_finite(latents, "latents")
         n, t, _, h, w = latents.shape
-        self._check_output_fits((n, t, 3, h * SPATIAL_SCALE, w * SPATIAL_SCALE), "latents")
+        self._check_fits(tuple(latents.shape))
         per_frame = engine.decode_working_bytes_per_frame(h * SPATIAL_SCALE, w * SPATIAL_SCALE, self._element_size()) * n
         free = self._prepare(per_frame * min(t, chunk_frames or engine.preferred_chunk_frames(self.load_device)))
         target = stream if stream is not None else engine.DecodeStream(self.model.decoder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-from .engine import DecodeStream
+from .engine import DecodeStream, InputError
 from .model import TAESDVDecoder
 
 log = logging.getLogger("taesdv")
@@ -18,6 +18,9 @@ class StreamStore:
         self.max_streams = max_streams
         self.max_bytes = max_bytes
         self._streams: OrderedDict[str, DecodeStream] = OrderedDict()
+        # Names evicted mid-clip: continuing one would silently restart it (a visible seam), so it
+        # is refused until reset. Bounded, oldest forgotten first.
+        self._evicted: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -33,6 +36,13 @@ class StreamStore:
 
     def get(self, name: str, reset: bool = False) -> DecodeStream:
         """The stream called `name` (created empty if new), marked most recently used."""
+        if name in self._evicted:
+            if not reset:
+                raise InputError(
+                    f"stream_name '{name}' was evicted to keep memory bounded (at most {self.max_streams} streams); "
+                    "its clip cannot continue seamlessly. Set reset to start it again, or use fewer stream names."
+                )
+            del self._evicted[name]
         stream = self._streams.pop(name, None)
         if stream is None:
             stream = DecodeStream(self.decoder)
@@ -46,6 +56,7 @@ class StreamStore:
 
     def clear(self) -> None:
         self._streams.clear()
+        self._evicted.clear()
 
     def enforce_bounds(self, keep: str | None = None) -> list[str]:
         """Evict least recently used streams (never `keep`) until within bounds; returns their names."""
@@ -55,7 +66,11 @@ class StreamStore:
                 break
             if name == keep:
                 continue
-            del self._streams[name]
+            stream = self._streams.pop(name)
+            if stream.frames_decoded:
+                self._evicted[name] = None
+                while len(self._evicted) > 256:
+                    self._evicted.popitem(last=False)
             evicted.append(name)
         if evicted:
             log.info("TAESDV: evicted stream state of %s (bounded store)", ", ".join(evicted))

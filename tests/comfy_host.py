@@ -150,7 +150,13 @@ class ComfyHost:
                     break
             else:
                 raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s")
-            history = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+            # The server sends execution_success before it writes /history: wait for it.
+            history = None
+            for _ in range(100):
+                history = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+                if history is not None:
+                    break
+                time.sleep(0.05)
             return PromptRun(prompt_id, status, body, messages, binaries, history)
         finally:
             if ws_and_id is None:
@@ -176,7 +182,9 @@ class PromptRun:
 
     def error_text(self) -> str:
         if self.status != 200:
-            return json.dumps(self.response)
+            details = [f"{e.get('message')}: {e.get('details')}" for node in self.response.get("node_errors", {}).values()
+                       for e in node.get("errors", [])]
+            return "\n".join(details) or json.dumps(self.response)
         e = self.error
         return f"{e.get('exception_type')}: {e.get('exception_message')}" if e else ""
 

@@ -89,7 +89,7 @@ def test_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, writer
     else:
         with open(path, "wb") as f:
             pickle.dump(payload, f, protocol=4)
-    expected = "refused.*\(io.open\).*run code.*Nothing in it was executed" if writer == "torch.save" else "refused it.*nothing in it was executed"
+    expected = r"refused.*\(io.open\).*run code.*Nothing in it was executed" if writer == "torch.save" else "refused it.*nothing in it was executed"
     with pytest.raises(CheckpointError, match=expected):
         load_taesdv(str(path))
     assert not marker.exists()

@@ -120,9 +120,79 @@ class TestHookState(io.ComfyNode):
         return io.NodeOutput(ui={"hook": [state]})
 
 
+TAESDV = io.Custom("TAESDV")
+
+
+class TestInjectOutOfMemory(io.ComfyNode):
+    """Makes the next decode (or the next preview) of this TAESDV fail with an out-of-memory error
+    in every chunk longer than `max_ok_frames`, `times` times; the model is passed through."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_InjectOOM", category="testing",
+                         inputs=[TAESDV.Input("taesdv"), io.Int.Input("max_ok_frames", default=1),
+                                 io.Int.Input("times", default=3), io.Combo.Input("target", options=["decode", "preview"])],
+                         outputs=[TAESDV.Output()])
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return float("nan")
+
+    @classmethod
+    def execute(cls, taesdv, max_ok_frames, times, target):
+        failures = {"left": times}
+
+        def failing(decoder):
+            real = type(decoder).forward_chunk
+
+            def forward_chunk(latents, memory):
+                if failures["left"] > 0 and latents.shape[1] > max_ok_frames:
+                    failures["left"] -= 1
+                    if failures["left"] == 0:
+                        del decoder.forward_chunk
+                    raise torch.OutOfMemoryError("injected by TAESDVTest_InjectOOM: out of memory")
+                return real(decoder, latents, memory)
+            decoder.forward_chunk = forward_chunk
+
+        if target == "decode":
+            failing(taesdv.model.decoder)
+        else:
+            import comfy.model_management as mm
+            failing(taesdv.preview_decoder(mm.get_torch_device()))
+        return io.NodeOutput(taesdv)
+
+
+class TestServerStats(io.ComfyNode):
+    """Process memory, threads and TAESDV stream counts of the server, as UI output."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_ServerStats", category="testing", is_output_node=True,
+                         inputs=[TAESDV.Input("taesdv", optional=True)], outputs=[])
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return float("nan")
+
+    @classmethod
+    def execute(cls, taesdv=None):
+        import gc
+        import threading
+
+        import psutil
+
+        gc.collect()
+        stats = {"rss": psutil.Process().memory_info().rss, "threads": threading.active_count(),
+                 "thread_names": sorted(t.name for t in threading.enumerate())}
+        if taesdv is not None:
+            stats.update(streams=len(taesdv.streams), stream_state_bytes=taesdv.streams.state_bytes())
+        return io.NodeOutput(ui={"stats": [stats]})
+
+
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
-        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestConditioning, TestHookState]
+        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestConditioning, TestHookState,
+                TestInjectOutOfMemory, TestServerStats]
 
 
 async def comfy_entrypoint():

@@ -1,0 +1,324 @@
+"""TAESDV benchmark: one command, a table on stdout, bench/results/results.json and chart.png.
+
+    .venv/bin/python bench/run.py [--quick] [--device cpu|cuda] [--dtype fp32|fp16|bf16] [--threads 2]
+
+All rows in one run use the same random weights of the official layout. Times are medians of
+several runs after warm-up; ratios are taken within the run. Peak memory is measured per mode
+and clip length in a fresh process each. No timing is asserted anywhere in the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from baseline import baseline_decode  # noqa: E402
+from taesdv_core import DecodeStream, TAESDV, decode, encode  # noqa: E402
+from taesdv_core.model import decoder_flops_per_frame  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def make_model(device, dtype, seed=0):
+    torch.manual_seed(seed)
+    model = TAESDV()
+    with torch.no_grad():  # weights scaled like trained ones so activations stay O(1)
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * ((1.0 / (p.shape[1] * 9)) ** 0.5 if p.ndim == 4 else 0.05))
+    model.load_state_dict(model.state_dict())  # refresh derived weights
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def calibrate(device, dtype, size, repeats):
+    """GFLOP/s of one 3x3 conv, 64->64 and 128->64, on a few frames at the decoder's last stage."""
+    rows = {}
+    for c_in in (64, 128):
+        x = torch.randn(2, c_in, size, size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(64, c_in, 3, 3, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        b = torch.randn(64, device=device, dtype=dtype)
+        with torch.inference_mode():
+            seconds, _ = timed(lambda: F.conv2d(x, w, b, padding=1), device, repeats * 3, warmup=3)
+        flops = 2 * 2 * c_in * 64 * 9 * size * size
+        rows[f"conv3x3_{c_in}to64"] = flops / seconds / 1e9
+    return rows
+
+
+def decode_modes(model, device, dtype, latent, frames, repeats, quick):
+    latents = torch.randn(1, frames, 4, latent, latent, device=device, dtype=dtype)
+    px = latent * 8
+    flops = frames * decoder_flops_per_frame(px, px)
+    base_s, base_out = timed(lambda: baseline_decode(model.decoder, latents), device, repeats)
+    base_out = base_out.float().cpu()
+    rows = [{"mode": "baseline (reference-style parallel)", "seconds": base_s, "out": base_out}]
+    modes = [("parallel", frames), ("auto", None)] + [(f"chunked {c}", c) for c in ((1, 2, 4, 8) if not quick else (1, 4))]
+    for name, chunk in modes:
+        s, out = timed(lambda: decode(model.decoder, latents, chunk_frames=chunk, clamp=False), device, repeats)
+        rows.append({"mode": name, "seconds": s, "out": out.float().cpu()})
+
+    def stream_frames():
+        stream = DecodeStream(model.decoder)
+        return torch.cat([stream.decode(latents[:, i:i + 1], chunk_frames=1, clamp=False) for i in range(frames)], 1)
+
+    s, out = timed(stream_frames, device, repeats)
+    rows.append({"mode": "streaming (1 frame per call)", "seconds": s, "out": out.float().cpu()})
+    for r in rows:
+        out = r.pop("out")
+        r.update(latent=f"{latent}x{latent}", pixels=px, frames=frames, fps=frames / r["seconds"],
+                 gflops=flops / r["seconds"] / 1e9, vs_baseline=base_s / r["seconds"],
+                 max_rel_diff=float((out - base_out).abs().max() / base_out.abs().max()))
+    return rows
+
+
+def stream_latency(model, device, dtype, latent, frames, repeats):
+    latents = torch.randn(1, frames, 4, latent, latent, device=device, dtype=dtype)
+    first, per_frame = [], []
+    for _ in range(repeats + 1):
+        stream = DecodeStream(model.decoder)
+        sync(device)
+        t0 = time.perf_counter()
+        stream.decode(latents[:, :1], chunk_frames=1)
+        sync(device)
+        t1 = time.perf_counter()
+        for i in range(1, frames):
+            stream.decode(latents[:, i:i + 1], chunk_frames=1)
+        sync(device)
+        first.append(t1 - t0)
+        per_frame.append((time.perf_counter() - t1) / (frames - 1))
+    return {"latent": f"{latent}x{latent}", "time_to_first_frame_s": statistics.median(first[1:]),
+            "steady_seconds_per_frame": statistics.median(per_frame[1:])}
+
+
+def encode_speed(model, device, dtype, px, frames, repeats):
+    x = torch.rand(1, frames, 3, px, px, device=device, dtype=dtype)
+    s, _ = timed(lambda: encode(model.encoder, x), device, repeats)
+    return {"pixels": px, "frames": frames, "seconds_per_frame": s / frames}
+
+
+def sd_vae_ratio(model, device, latent, frames, repeats):
+    """ComfyUI's own VAE class (comfy.sd.VAE, SD config, random weights) against TAESDV, per frame."""
+    comfy_dir = os.path.join(ROOT, ".host", "ComfyUI")
+    if not os.path.isdir(comfy_dir):
+        return {"skipped": "no ComfyUI at .host/ComfyUI (run scripts/setup-host.sh)"}
+    sys.path.insert(0, comfy_dir)
+    saved_argv = sys.argv
+    sys.argv = [sys.argv[0], "--cpu"] if device.type == "cpu" else [sys.argv[0]]
+    try:
+        import comfy.options
+
+        comfy.options.enable_args_parsing()
+        import comfy.ldm.models.autoencoder
+        import comfy.sd
+    finally:
+        sys.argv = saved_argv
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    torch.manual_seed(0)
+    sd = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4).state_dict()
+    sd = {k: torch.randn_like(v) * 0.02 if v.is_floating_point() else v for k, v in sd.items()}
+    vae = comfy.sd.VAE(sd=sd)
+    samples = torch.randn(frames, 4, latent, latent)
+    vae_s, _ = timed(lambda: vae.decode(samples), device, max(1, repeats // 2))
+    lat = (samples * 0.18215).unsqueeze(0).to(device=device, dtype=next(model.parameters()).dtype)
+    tae_s, _ = timed(lambda: decode(model.decoder, lat), device, repeats)
+    return {"latent": f"{latent}x{latent}", "frames": frames, "sd_vae_seconds_per_frame": vae_s / frames,
+            "taesdv_seconds_per_frame": tae_s / frames, "ratio": vae_s / tae_s,
+            "sd_vae_dtype": str(vae.vae_dtype)}
+
+
+# -- peak memory, one fresh process per (mode, T) ----------------------------------------------
+
+def memory_child(mode, frames, latent, device, dtype):
+    import resource
+
+    dev = torch.device(device)
+    model = make_model(dev, DTYPES[dtype])
+    latents = torch.randn(1, frames, 4, latent, latent, device=dev, dtype=DTYPES[dtype])
+    decode(model.decoder, latents[:, :2], chunk_frames=2)  # warm the allocator and kernels
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = _rss_bytes()
+    if mode == "baseline":
+        out = baseline_decode(model.decoder, latents)
+    elif mode == "parallel":
+        out = decode(model.decoder, latents, chunk_frames=frames)
+    elif mode == "auto":
+        out = decode(model.decoder, latents)
+    elif mode == "streaming":  # frames are consumed as they come (written out, shown), not kept
+        stream = DecodeStream(model.decoder)
+        for i in range(frames):
+            out = stream.decode(latents[:, i:i + 1], chunk_frames=1)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    print(json.dumps({"mode": mode, "frames": frames, "peak_bytes": max(0, peak)}))
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_sweep(device, dtype, latent, lengths, threads):
+    rows = []
+    for mode in ("baseline", "parallel", "auto", "streaming"):
+        for frames in lengths:
+            cmd = [sys.executable, __file__, "--memory-child", mode, str(frames), str(latent), "--device", device,
+                   "--dtype", dtype, "--threads", str(threads)]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                rows.append({"mode": mode, "frames": frames, "error": result.stderr.strip().splitlines()[-1][:200]})
+                continue
+            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+# -- report ----------------------------------------------------------------------------------
+
+def table(rows, columns):
+    widths = [max(len(c[0]), *(len(c[1](r)) for r in rows)) for c in columns]
+    lines = ["  ".join(c[0].ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(c[1](r).ljust(w) for c, w in zip(columns, widths)))
+    return "\n".join(lines)
+
+
+def chart(results, path):
+    """Bar chart of frames/s per mode and latent size, drawn with Pillow (no plotting dependency)."""
+    from PIL import Image, ImageDraw
+
+    rows = results["decode"]
+    sizes = sorted({r["latent"] for r in rows}, key=lambda s: int(s.split("x")[0]))
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    width, bar_h, gap, left = 900, 16, 6, 280
+    height = 60 + len(sizes) * (len(modes) * (bar_h + gap) + 30)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), f"TAESDV decode, frames/s ({results['config']['device']}, {results['config']['dtype']}, "
+                        f"{results['config']['threads']} threads, T={rows[0]['frames']})", fill="black")
+    y = 40
+    for size in sizes:
+        sub = [r for r in rows if r["latent"] == size]
+        top = max(r["fps"] for r in sub)
+        draw.text((10, y), f"latent {size} ({sub[0]['pixels']} px)", fill="black")
+        y += 20
+        for r in sub:
+            length = int((width - left - 80) * r["fps"] / top)
+            color = (170, 170, 170) if r["mode"].startswith("baseline") else (60, 110, 200)
+            draw.text((10, y + 2), r["mode"], fill="black")
+            draw.rectangle([left, y, left + length, y + bar_h], fill=color)
+            draw.text((left + length + 6, y + 2), f"{r['fps']:.2f} ({r['vs_baseline']:.2f}x)", fill="black")
+            y += bar_h + gap
+        y += 10
+    image.save(path)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--memory-child", nargs=3, metavar=("MODE", "FRAMES", "LATENT"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        mode, frames, latent = args.memory_child
+        return memory_child(mode, int(frames), int(latent), args.device, args.dtype)
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    repeats = 2 if args.quick else 5
+    model = make_model(device, dtype)
+    config = {"device": str(device), "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__,
+              "cpu": platform.processor() or platform.machine(), "quick": args.quick}
+    if device.type == "cuda":
+        config["gpu"] = torch.cuda.get_device_name()
+    print(f"TAESDV benchmark: {config}")
+
+    results = {"config": config}
+    results["calibration_gflops"] = calibrate(device, dtype, 256 if device.type == "cpu" else 512, repeats)
+    ceiling = max(results["calibration_gflops"].values())
+    print("\ncalibration (one 3x3 conv, channels_last):",
+          ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in results["calibration_gflops"].items()))
+
+    decode_rows = []
+    for latent in ((32,) if args.quick else (32, 64)):
+        decode_rows += decode_modes(model, device, dtype, latent, 16, repeats, args.quick)
+    for r in decode_rows:
+        r["fraction_of_ceiling"] = r["gflops"] / ceiling
+    results["decode"] = decode_rows
+    print("\ndecode, T=16 (max_rel_diff: against the baseline's output)")
+    print(table(decode_rows, [
+        ("latent", lambda r: r["latent"]), ("mode", lambda r: r["mode"]), ("seconds", lambda r: f"{r['seconds']:.3f}"),
+        ("frames/s", lambda r: f"{r['fps']:.2f}"), ("GFLOP/s", lambda r: f"{r['gflops']:.1f}"),
+        ("of ceiling", lambda r: f"{100 * r['fraction_of_ceiling']:.0f}%"),
+        ("vs baseline", lambda r: f"{r['vs_baseline']:.2f}x"), ("max_rel_diff", lambda r: f"{r['max_rel_diff']:.1e}")]))
+
+    results["streaming"] = [stream_latency(model, device, dtype, latent, 16, repeats) for latent in ((32,) if args.quick else (32, 64))]
+    print("\nstreaming, one frame per call")
+    print(table(results["streaming"], [
+        ("latent", lambda r: r["latent"]), ("first frame (s)", lambda r: f"{r['time_to_first_frame_s']:.3f}"),
+        ("per frame (s)", lambda r: f"{r['steady_seconds_per_frame']:.3f}")]))
+
+    results["encode"] = [encode_speed(model, device, dtype, px, 8, repeats) for px in ((256,) if args.quick else (256, 512))]
+    print("\nencode")
+    print(table(results["encode"], [("pixels", lambda r: str(r["pixels"])), ("s/frame", lambda r: f"{r['seconds_per_frame']:.4f}")]))
+
+    results["sd_vae"] = sd_vae_ratio(model, device, 32, 4 if args.quick else 8, repeats)
+    print("\nComfyUI's SD VAE decode vs TAESDV, per frame:", json.dumps(results["sd_vae"]))
+
+    lengths = (8, 32) if args.quick else (8, 16, 32, 64, 128, 256)
+    results["memory"] = memory_sweep(args.device, args.dtype, 16, lengths, args.threads)
+    print("\npeak memory above the start of decoding, MiB (latent 16x16 = 128 px; streaming consumes frames as they come)")
+    modes = list(dict.fromkeys(r["mode"] for r in results["memory"]))
+    mem_rows = [{"mode": m, **{str(r["frames"]): (f"{r['peak_bytes'] / 2**20:.0f}" if "peak_bytes" in r else "error")
+                               for r in results["memory"] if r["mode"] == m}} for m in modes]
+    print(table(mem_rows, [("mode", lambda r: r["mode"])] + [(f"T={t}", lambda r, t=t: r.get(str(t), "")) for t in lengths]))
+
+    os.makedirs(args.out, exist_ok=True)
+    tag = f"{device.type}-{args.dtype}" + ("-quick" if args.quick else "")
+    with open(os.path.join(args.out, f"results-{tag}.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    chart(results, os.path.join(args.out, f"chart-{tag}.png"))
+    print(f"\nwrote {args.out}/results-{tag}.json and chart-{tag}.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -68,8 +68,9 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
 def decode_working_bytes_per_frame(height: int, width: int, element_size: int) -> int:
     """Peak working memory of one frame in a chunk at output size height x width.
 
-    The last stage holds at full size: its input (64 ch), the stacked MemBlock conv (128),
-    two conv outputs (64 each) and the upsampled input (64, plus its 1/4-size source).
+    The last stage holds at full size: its input (64 ch), the MemBlock's memory conv and the
+    shifted copy of it (64 each), two conv outputs (64 each) and the upsampled input (64, plus
+    its 1/4-size source).
     """
     return int(height * width * element_size * (WIDTH * 6 + WIDTH // 4 + 3))
 
@@ -83,10 +84,11 @@ def stream_state_bytes(height: int, width: int, element_size: int) -> int:
 def preferred_chunk_frames(device: torch.device) -> int:
     """Chunk length that runs fastest on this kind of device when memory is no limit.
 
-    On CPUs short chunks win: activations stay in cache and fresh allocations are small
-    (measured by bench/: see README). Accelerators want big batches.
+    On CPUs one frame at a time wins (oneDNN's batch-1 convs are faster per frame, activations
+    stay in cache and no shifted copies are made; measured by bench/, see README). Accelerators
+    want big batches.
     """
-    return 2 if device.type == "cpu" else 64
+    return 1 if device.type == "cpu" else 64
 
 
 def auto_chunk_frames(n_frames: int, height: int, width: int, element_size: int, device: torch.device,

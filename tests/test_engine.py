@@ -145,7 +145,7 @@ def test_progress_is_reported_after_each_chunk_and_can_stop_the_work(model):
 
 def test_auto_chunk_respects_free_memory():
     cpu = torch.device("cpu")
-    assert auto_chunk_frames(64, 512, 512, 4, cpu, None) == 2
+    assert auto_chunk_frames(64, 512, 512, 4, cpu, None) == 1
     assert auto_chunk_frames(64, 512, 512, 2, torch.device("cuda"), 64 << 30) == 64
     assert auto_chunk_frames(64, 512, 512, 2, torch.device("cuda"), 1 << 30) < 64
     assert auto_chunk_frames(64, 512, 512, 2, torch.device("cuda"), 1) == 1

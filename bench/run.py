@@ -275,7 +275,7 @@ def main():
         return memory_child(mode, int(frames), int(latent), args.device, args.dtype)
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    repeats = 2 if args.quick else 5
+    repeats = 2 if args.quick else 3
     model = make_model(device, dtype)
     config = {"device": str(device), "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(), "quick": args.quick}

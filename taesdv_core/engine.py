@@ -117,6 +117,9 @@ class DecodeStream:
     memory: list[torch.Tensor] | None = None
     frames_decoded: int = 0
     latent_shape: tuple[int, int, int, int] | None = field(default=None)  # N, C, h, w of the stream
+    # How a chunk runs: frame by frame (True), as one batch (False), or by device (None): on CPUs
+    # oneDNN's batch-1 convolutions are the fastest per frame (bench/), elsewhere batches win.
+    frame_major: bool | None = None
 
     def reset(self) -> None:
         self.memory, self.frames_decoded, self.latent_shape = None, 0, None
@@ -155,8 +158,7 @@ class DecodeStream:
             while done < t:
                 length = min(chunk_frames, t - done)
                 try:
-                    frames, memory = self.decoder.forward_chunk(_to_work(latents[:, done:done + length], device, dtype),
-                                                                self.memory)
+                    frames, memory = self._forward(_to_work(latents[:, done:done + length], device, dtype))
                 except Exception as e:
                     if not is_out_of_memory(e) or length == 1:
                         raise
@@ -175,6 +177,17 @@ class DecodeStream:
                     progress(done, t)
         return out[0] if squeeze else out
 
+    def _forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One chunk from the committed memory; returns its frames and the memory after it."""
+        frame_major = self.frame_major if self.frame_major is not None else latents.device.type == "cpu"
+        if not frame_major or latents.shape[1] == 1:
+            return self.decoder.forward_chunk(latents, self.memory)
+        memory, frames = self.memory, []
+        for i in range(latents.shape[1]):
+            frame, memory = self.decoder.forward_chunk(latents[:, i:i + 1], memory)
+            frames.append(frame)
+        return torch.cat(frames, 1), memory
+
 
 def _empty_cache(device: torch.device) -> None:
     if device.type == "cuda":
@@ -182,13 +195,14 @@ def _empty_cache(device: torch.device) -> None:
 
 
 def decode(decoder: TAESDVDecoder, latents: torch.Tensor, chunk_frames: int | None = None,
-           progress: ProgressFn | None = None, **kwargs) -> torch.Tensor:
+           progress: ProgressFn | None = None, frame_major: bool | None = None, **kwargs) -> torch.Tensor:
     """Decode whole clips: latents (N, T, 4, h, w) or (T, 4, h, w) -> frames (N, T, 3, 8h, 8w).
 
     chunk_frames=None picks the length automatically; chunk_frames >= T is one parallel pass.
-    Every chunking gives the same frames. Keyword arguments as in `DecodeStream.decode`.
+    Every chunking gives the same frames. frame_major as in `DecodeStream`; other keyword
+    arguments as in `DecodeStream.decode`.
     """
-    return DecodeStream(decoder).decode(latents, chunk_frames, progress, **kwargs)
+    return DecodeStream(decoder, frame_major=frame_major).decode(latents, chunk_frames, progress, **kwargs)
 
 
 def encode(encoder: TAESDVEncoder, frames: torch.Tensor, chunk_frames: int | None = None,

@@ -54,7 +54,7 @@ def sampling_graph(frames=8, size=64, steps=4, channels=32, preview=None, seed=N
         seed = int.from_bytes(os.urandom(4), "big")
     g = {
         "1": loader(),
-        "10": {"class_type": "TAESDVTest_TinySD15Model", "inputs": {"channels": channels, "seed": 0}},
+        "10": {"class_type": "TAESDVTest_TinySD15Model", "inputs": {"channels": channels, "seed": 0, "latent_format": "SD15"}},
         "11": {"class_type": "TAESDVTest_Conditioning", "inputs": {"seed": 1}},
         "12": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": frames}},
         "13": {"class_type": "KSampler", "inputs": {

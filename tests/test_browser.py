@@ -120,6 +120,30 @@ def test_workflow_switch_and_interruption(comfy):
         assert new_errors(errors, baseline) == []
 
 
+def test_settings_dialog_switch_reaches_the_server(comfy):
+    with comfy_page(comfy.url) as (page, errors):
+        assert comfy.get_json("/taesdv/preview/settings")["enabled"] is False
+        try:
+            page.evaluate("async () => { await app.extensionManager.setting.set('TAESDV.Preview.Enabled', true); }")
+            page.wait_for_timeout(500)
+            assert comfy.get_json("/taesdv/preview/settings")["enabled"] is True
+            page.evaluate("async () => { await app.extensionManager.setting.set('TAESDV.Preview.FPS', 12); }")
+            page.wait_for_timeout(500)
+            assert comfy.get_json("/taesdv/preview/settings")["fps"] == 12
+        finally:
+            page.evaluate("async () => { await app.extensionManager.setting.set('TAESDV.Preview.Enabled', false);"
+                          " await app.extensionManager.setting.set('TAESDV.Preview.FPS', 8); }")
+            page.wait_for_timeout(500)
+        assert comfy.get_json("/taesdv/preview/settings")["enabled"] is False
+        # the settings dialog lists them under TAESDV
+        page.keyboard.press("Control+,")
+        page.wait_for_timeout(800)
+        page.get_by_text("TAESDV", exact=True).first.click()
+        page.wait_for_timeout(500)
+        assert page.get_by_text("Animated TAESDV previews for every SD-family sampler").count() >= 1
+        shot(page, "settings-dialog.png")
+
+
 def test_node_lookup_handles_subgraph_paths_and_long_ids(comfy):
     with comfy_page(comfy.url) as (page, errors):
         found = page.evaluate("""async () => {

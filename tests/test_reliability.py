@@ -247,7 +247,7 @@ def test_interrupt_during_previews_stops_sampling_and_the_next_run_is_fine(comfy
 def test_out_of_memory_mid_decode_retries_smaller_with_identical_output(comfy, state_dict):
     name = unique("oom")
     graph = {"1": graphs.loader(dtype="fp32"),
-             "5": {"class_type": "TAESDVTest_InjectOOM", "inputs": {"taesdv": ["1", 0], "max_ok_frames": 2, "times": 2, "target": "decode"}},
+             "5": {"class_type": "TAESDVTest_InjectOOM", "inputs": {"taesdv": ["1", 0], "max_ok_frames": 0, "times": 2, "target": "decode"}},
              "2": graphs.latent_clip(frames=9, seed=21), "3": graphs.decode(model="5", chunk=8),
              "4": graphs.save_tensor(name, images="3")}
     run = comfy.run(graph)

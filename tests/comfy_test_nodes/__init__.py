@@ -61,11 +61,12 @@ class TestTinySD15Model(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="TAESDVTest_TinySD15Model", category="testing",
-                         inputs=[io.Int.Input("channels", default=32, min=8, max=320), io.Int.Input("seed", default=0)],
+                         inputs=[io.Int.Input("channels", default=32, min=8, max=320), io.Int.Input("seed", default=0),
+                                 io.Combo.Input("latent_format", options=["SD15", "SDXL"], default="SD15")],
                          outputs=[io.Model.Output()])
 
     @classmethod
-    def execute(cls, channels, seed):
+    def execute(cls, channels, seed, latent_format="SD15"):
         import comfy.model_management as mm
         import comfy.model_patcher
         import comfy.supported_models
@@ -76,6 +77,9 @@ class TestTinySD15Model(io.ComfyNode):
                        "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 32,
                        "num_heads": 2, "num_head_channels": -1, "transformer_depth_output": [1, 1, 1, 1], "dims": 2}
         model = comfy.supported_models.SD15(unet_config).get_model({}, "", device="cpu")
+        if latent_format == "SDXL":  # 4 channels, but another VAE and scale: not TAESDV's to preview
+            import comfy.latent_formats
+            model.latent_format = comfy.latent_formats.SDXL()
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in model.parameters():  # ComfyUI's ops leave weights uninitialised
@@ -124,8 +128,8 @@ TAESDV = io.Custom("TAESDV")
 
 
 class TestInjectOutOfMemory(io.ComfyNode):
-    """Makes the next decode (or the next preview) of this TAESDV fail with an out-of-memory error
-    in every chunk longer than `max_ok_frames`, `times` times; the model is passed through."""
+    """Makes the next `times` decoder calls of this TAESDV (its decode or its previews) fail with
+    an out-of-memory error, each where the call holds more than `max_ok_frames` frames."""
 
     @classmethod
     def define_schema(cls):

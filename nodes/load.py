@@ -40,7 +40,7 @@ class LoadTAESDV(io.ComfyNode):
                                tooltip="Precision of the weights. auto = what ComfyUI picks for VAEs on this device "
                                        "(fp16/bf16 on GPUs, fp32 on CPU)."),
             ],
-            outputs=[io.Custom("TAESDV").Output("taesdv", tooltip="The TAESDV model for the decode, encode and preview nodes.")],
+            outputs=[TAESDVModel.Output("taesdv", tooltip="The TAESDV model for the decode, encode and preview nodes.")],
         )
 
     @classmethod

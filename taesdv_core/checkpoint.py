@@ -25,6 +25,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used as TAESDV; the message says why and what to do."""
 
 
+CheckpointError.__module__ = "taesdv"  # ComfyUI's error dialog shows "taesdv.CheckpointError"
+
+
 def git_blob_id(path: str) -> str:
     """git's blob hash of a file: sha1(b"blob <size>\\0" + data); compare with OFFICIAL_BLOB_ID."""
     import hashlib

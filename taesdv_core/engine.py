@@ -26,6 +26,9 @@ class InputError(ValueError):
     """Latents or frames that cannot be decoded/encoded; the message names the input and the fix."""
 
 
+InputError.__module__ = "taesdv"  # ComfyUI's error dialog shows "taesdv.InputError", not a loader path
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for CUDA/MPS out-of-memory errors and for a failed CPU allocation."""
     if isinstance(error, torch.OutOfMemoryError):

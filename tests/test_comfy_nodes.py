@@ -153,5 +153,6 @@ def test_wrong_channel_count_fails_with_a_message_and_the_server_keeps_serving(c
                      "4": graphs.save_tensor(unique("bad"), images="3")})
     assert not run.succeeded
     assert re.search(r"16 channels.*TAESDV expects 4.*Wan", run.error_text()), run.error_text()
+    assert run.error["exception_type"] == "taesdv.InputError"
     name = unique("after")
     assert comfy.run(graphs.decode_graph(name, frames=2)).succeeded

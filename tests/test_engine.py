@@ -42,6 +42,17 @@ def test_chunked_decode_equals_reference(model, state_dict, frames, height, widt
     assert rel_err(got, expected) < 1e-5
 
 
+def test_unfused_path_used_on_gpus_equals_reference(model, state_dict, monkeypatch):
+    # No GPU here: run the plain-PyTorch layer path that GPUs take (no oneDNN fusion, batched chunks).
+    import taesdv_core.model as model_module
+
+    monkeypatch.setattr(model_module, "_fusable", lambda *tensors: False)
+    latents = torch.randn(2, 7, 4, 5, 6)
+    for chunk in (1, 3, 7):
+        got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False, frame_major=False)
+        assert rel_err(got, reference_decode(state_dict, latents)) < 1e-5
+
+
 @pytest.mark.parametrize("frame_major", [False, True])
 def test_several_clips_decode_independently(model, state_dict, frame_major):
     latents = torch.randn(3, 6, 4, 5, 7)

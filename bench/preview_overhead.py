@@ -1,6 +1,6 @@
 """Preview overhead: a real KSampler's wall time with and without TAESDV Latent Preview.
 
-    .venv/bin/python bench/preview_overhead.py [--frames 16] [--size 256] [--steps 12] [--channels 96]
+    .venv/bin/python bench/preview_overhead.py [--frames 8] [--size 256] [--steps 8] [--channels 160]
 
 Runs the pinned ComfyUI on loopback with a random-weight SD1.5-format UNet (the test node
 TAESDVTest_TinySD15Model; its width sets the cost of a step), alternating runs with and
@@ -34,8 +34,13 @@ def sampler_seconds(host, graph):
         if isinstance(m, dict) and m["type"] == "taesdv.preview":
             clips.append(m["data"])
 
+    ws, client_id = host.connect()
+    host.post_json("/taesdv/preview/client", {"client_id": client_id})  # as the UI's extension does
     started = time.perf_counter()
-    run = host.run(graph, on_message=on_message)
+    try:
+        run = host.run(graph, on_message=on_message, ws_and_id=(ws, client_id))
+    finally:
+        ws.close()
     assert run.succeeded, run.error_text()
     # from queueing to the last step: includes step 1 and the last preview
     return times[-1] - started, clips
@@ -43,11 +48,11 @@ def sampler_seconds(host, graph):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--channels", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=160)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     base = tempfile.mkdtemp()
     host = ComfyHost(base, extra_packs={"taesdv_test_nodes": os.path.join(ROOT, "tests", "comfy_test_nodes")})
@@ -56,6 +61,7 @@ def main():
     results = {"config": vars(args), "runs": []}
     try:
         settings = [("off", None), ("defaults (5%, 256 px)", {"budget_percent": 5.0, "max_size": 256}),
+                    ("5%, 128 px", {"budget_percent": 5.0, "max_size": 128}),
                     ("every step (100%, 256 px)", {"budget_percent": 100.0, "max_size": 256})]
         kw = dict(frames=args.frames, size=args.size, steps=args.steps, channels=args.channels)
         host.run(graphs.sampling_graph(**kw))  # warm-up: model build, allocator

@@ -78,28 +78,44 @@ def calibrate(device, dtype, size, repeats):
 
 
 def decode_modes(model, device, dtype, latent, frames, repeats, quick):
+    """Every mode on the same latents, run round-robin within each repeat so drift on a shared
+    machine hits all modes alike; medians per mode."""
     latents = torch.randn(1, frames, 4, latent, latent, device=device, dtype=dtype)
     px = latent * 8
     flops = frames * decoder_flops_per_frame(px, px)
-    base_s, base_out = timed(lambda: baseline_decode(model.decoder, latents), device, repeats)
-    base_out = base_out.float().cpu()
-    rows = [{"mode": "baseline (reference-style parallel)", "seconds": base_s, "out": base_out}]
-    modes = [("parallel", frames), ("auto", None)] + [(f"chunked {c}", c) for c in ((1, 2, 4, 8) if not quick else (1, 4))]
-    for name, chunk in modes:
-        s, out = timed(lambda: decode(model.decoder, latents, chunk_frames=chunk, clamp=False), device, repeats)
-        rows.append({"mode": name, "seconds": s, "out": out.float().cpu()})
 
     def stream_frames():
         stream = DecodeStream(model.decoder)
         return torch.cat([stream.decode(latents[:, i:i + 1], chunk_frames=1, clamp=False) for i in range(frames)], 1)
 
-    s, out = timed(stream_frames, device, repeats)
-    rows.append({"mode": "streaming (1 frame per call)", "seconds": s, "out": out.float().cpu()})
-    for r in rows:
-        out = r.pop("out")
-        r.update(latent=f"{latent}x{latent}", pixels=px, frames=frames, fps=frames / r["seconds"],
-                 gflops=flops / r["seconds"] / 1e9, vs_baseline=base_s / r["seconds"],
-                 max_rel_diff=float((out - base_out).abs().max() / base_out.abs().max()))
+    modes = {"baseline (reference-style parallel)": lambda: baseline_decode(model.decoder, latents),
+             "parallel (one batch, as on GPUs)": lambda: decode(model.decoder, latents, chunk_frames=frames,
+                                                                 clamp=False, frame_major=False),
+             "parallel": lambda: decode(model.decoder, latents, chunk_frames=frames, clamp=False),
+             "auto": lambda: decode(model.decoder, latents, clamp=False)}
+    for c in ((1, 2, 4, 8) if not quick else (1, 4)):
+        modes[f"chunked {c}"] = lambda c=c: decode(model.decoder, latents, chunk_frames=c, clamp=False)
+    modes["streaming (1 frame per call)"] = stream_frames
+    outputs = {name: fn() for name, fn in modes.items()}  # warm-up, and the outputs to compare
+    times = {name: [] for name in modes}
+    for _ in range(repeats):
+        for name, fn in modes.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    base_name = next(iter(modes))
+    base_out = outputs[base_name].float().cpu()
+    base_s = statistics.median(times[base_name])
+    rows = []
+    for name in modes:
+        seconds = statistics.median(times[name])
+        out = outputs[name].float().cpu()
+        rows.append({"mode": name, "seconds": seconds, "all_seconds": times[name], "latent": f"{latent}x{latent}",
+                     "pixels": px, "frames": frames, "fps": frames / seconds, "gflops": flops / seconds / 1e9,
+                     "vs_baseline": base_s / seconds,
+                     "max_rel_diff": float((out - base_out).abs().max() / base_out.abs().max())})
     return rows
 
 
@@ -176,6 +192,8 @@ def memory_child(mode, frames, latent, device, dtype):
         before = _rss_bytes()
     if mode == "baseline":
         out = baseline_decode(model.decoder, latents)
+    elif mode == "parallel-batched":
+        out = decode(model.decoder, latents, chunk_frames=frames, frame_major=False)
     elif mode == "parallel":
         out = decode(model.decoder, latents, chunk_frames=frames)
     elif mode == "auto":
@@ -207,7 +225,7 @@ def _rss_bytes():
 
 def memory_sweep(device, dtype, latent, lengths, threads):
     rows = []
-    for mode in ("baseline", "parallel", "auto", "streaming"):
+    for mode in ("baseline", "parallel-batched", "parallel", "auto", "streaming"):
         for frames in lengths:
             cmd = [sys.executable, __file__, "--memory-child", mode, str(frames), str(latent), "--device", device,
                    "--dtype", dtype, "--threads", str(threads)]
@@ -292,8 +310,8 @@ def main():
           ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in results["calibration_gflops"].items()))
 
     decode_rows = []
-    for latent in latents:
-        decode_rows += decode_modes(model, device, dtype, latent, 16, repeats, args.quick)
+    for latent in latents:  # the 64x64 baseline takes ~30 s a run on 2 CPU threads
+        decode_rows += decode_modes(model, device, dtype, latent, 16, repeats + (2 if latent <= 32 else 0), args.quick)
     for r in decode_rows:  # against the best conv at the same frame size
         ceiling = max(v for k, v in results["calibration_gflops"].items() if k.endswith(f"_{r['pixels']}px"))
         r["fraction_of_ceiling"] = r["gflops"] / ceiling

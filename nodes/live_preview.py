@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -103,6 +104,7 @@ class SamplerPreview:
         clip = self.previewer.render(step, total_steps, x0)
         if clip is None:
             return None
+        started = time.perf_counter()
         self.sequence += 1
         h, w = clip.frames.shape[-2:]
         meta = {
@@ -115,6 +117,7 @@ class SamplerPreview:
         self.sent.append(meta)
         server.send_sync(EVENT, {**meta, "image": "data:image/jpeg;base64," + base64.b64encode(clip.sheet_jpeg).decode()},
                          server.client_id)
+        self.previewer.charge(time.perf_counter() - started)
         if server.client_id in self.clients:
             return None
         # ComfyUI scales previews to fit its --preview-size, upscaling small ones: cap at the sheet's own size

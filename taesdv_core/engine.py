@@ -151,6 +151,9 @@ class DecodeStream:
             )
         param = next(self.decoder.parameters())
         device, dtype = param.device, param.dtype
+        if self.memory is not None and (self.memory[0].device != device or self.memory[0].dtype != dtype):
+            # ComfyUI may have moved the model between queue runs: the state follows it
+            self.memory = [m.to(device=device, dtype=dtype) for m in self.memory]
         if chunk_frames is None:
             chunk_frames = auto_chunk_frames(t, h * SPATIAL_SCALE, w * SPATIAL_SCALE, param.element_size(),
                                              device, free_bytes, clips=n)

@@ -126,8 +126,11 @@ def sprite_sheet(frames: torch.Tensor, quality: int = 80) -> tuple["PIL.Image.Im
 
 
 def assumed_throughput(device: torch.device) -> float:
-    """A deliberately low FLOP/s guess, used only to predict the very first preview's cost."""
-    return 5e10 if device.type == "cpu" else 5e12
+    """A deliberately low FLOP/s guess, used only to predict the very first preview's cost.
+
+    About half of what bench/ measures on CPUs (~125 GFLOP/s per thread pair here); GPUs far exceed it.
+    """
+    return 6e10 * max(1, torch.get_num_threads()) if device.type == "cpu" else 5e12
 
 
 class Previewer:
@@ -148,6 +151,12 @@ class Previewer:
         self.interrupt_types = interrupt_types
         self.disabled_reason: str | None = None
         self.out_of_memory_count = 0
+
+    def charge(self, seconds: float) -> None:
+        """Count other per-preview work done on the sampler's thread (encoding, sending) in the budget."""
+        self.budget.spent += seconds
+        if self.budget.last_cost is not None:
+            self.budget.last_cost += seconds
 
     def estimated_cost(self, clip_latents: torch.Tensor) -> float:
         n, t, _, h, w = clip_latents.shape

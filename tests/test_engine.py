@@ -101,6 +101,18 @@ def test_stream_refuses_a_piece_of_another_shape_until_reset(model):
     assert stream.decode(torch.randn(1, 2, 4, 8, 16)).shape == (1, 2, 3, 64, 128)
 
 
+def test_stream_state_follows_the_model_to_another_dtype(state_dict):
+    model = model_from_state_dict(state_dict)
+    stream = DecodeStream(model.decoder)
+    latents = torch.randn(1, 4, 4, 4, 4)
+    first = stream.decode(latents[:, :2])
+    model.to(torch.bfloat16)  # as when a host re-loads the model in another precision
+    second = stream.decode(latents[:, 2:])
+    assert stream.memory[0].dtype == torch.bfloat16
+    expected = decode(model_from_state_dict(state_dict).decoder, latents)
+    assert (torch.cat([first, second], 1) - expected).abs().max() < 0.05
+
+
 def test_reset_stream_starts_a_new_clip(model, state_dict):
     stream = DecodeStream(model.decoder)
     stream.decode(torch.randn(1, 4, 4, 4, 4))

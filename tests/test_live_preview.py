@@ -230,3 +230,12 @@ def test_hook_wraps_comfyui_prepare_callback_on_the_real_host(comfy):
     run = comfy.run({"1": {"class_type": "TAESDVTest_HookState", "inputs": {}}})
     assert run.succeeded, run.error_text()
     assert run.outputs("1")["hook"] == [{"wrapped": True, "wraps_original": True}]
+
+
+def test_time_spent_sending_counts_in_the_budget(decoder):
+    clock = FakeClock()
+    previewer = Previewer(decoder, PreviewSettings(budget=0.5), clock=clock)
+    clock.now = 100.0
+    assert previewer.render(0, 4, torch.randn(1, 4, 2, 2)) is not None
+    previewer.charge(3.0)
+    assert previewer.budget.spent == pytest.approx(3.0) and previewer.budget.last_cost == pytest.approx(3.0)

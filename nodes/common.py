@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..taesdv_core import SD_LATENT_SCALE
 from ..taesdv_core.engine import InputError
+from ..taesdv_core.media import crop_to_multiple_of_8
 
 TAESDVModel = io.Custom("TAESDV")
 CATEGORY = "TAESDV"
@@ -54,9 +55,4 @@ def image_to_frames(image: torch.Tensor) -> torch.Tensor:
         raise InputError(f"pixels must be an IMAGE [frames, height, width, channels], got {getattr(image, 'shape', type(image))}")
     if image.shape[-1] not in (3, 4):
         raise InputError(f"pixels have {image.shape[-1]} channels; expected RGB (3) or RGBA (4)")
-    h, w = image.shape[1] // 8 * 8, image.shape[2] // 8 * 8
-    if h == 0 or w == 0:
-        raise InputError(f"pixels are {image.shape[1]}x{image.shape[2]}; TAESDV needs at least 8x8")
-    top, left = (image.shape[1] - h) // 2, (image.shape[2] - w) // 2
-    image = image[:, top:top + h, left:left + w, :3]
-    return image.movedim(-1, 1).unsqueeze(0).float()
+    return crop_to_multiple_of_8(image[..., :3].movedim(-1, 1), "pixels").unsqueeze(0).float()

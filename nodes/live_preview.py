@@ -16,6 +16,7 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy.cli_args import args as comfy_args
 
+from ..taesdv_core.model import LATENT_CHANNELS, SD_LATENT_SCALE
 from ..taesdv_core.preview import PROTOCOL_VERSION, Previewer, PreviewSettings
 
 log = logging.getLogger("taesdv")
@@ -26,7 +27,8 @@ SPEC_KEY = "taesdv_preview"  # model_options["transformer_options"][SPEC_KEY] ->
 
 def serves(latent_format) -> bool:
     """True for SD-family latents (4 channels, SD VAE scale 0.18215: SD1.x, SD2.x, SVD, AnimateDiff)."""
-    return getattr(latent_format, "latent_channels", None) == 4 and abs(getattr(latent_format, "scale_factor", 0) - 0.18215) < 1e-6
+    return (getattr(latent_format, "latent_channels", None) == LATENT_CHANNELS
+            and abs(getattr(latent_format, "scale_factor", 0) - SD_LATENT_SCALE) < 1e-6)
 
 
 @dataclass

@@ -8,9 +8,7 @@
 """
 from .checkpoint import CheckpointError, OFFICIAL_BLOB_ID, OFFICIAL_URL, git_blob_id, identify, load_taesdv, model_from_state_dict, read_state_dict
 from .engine import DecodeStream, InputError, decode, encode
-from .model import TAESDV, TAESDVDecoder, TAESDVEncoder
-
-SD_LATENT_SCALE = 0.18215  # SD1.x/SD2.x/SVD VAE: model-space latent = VAE latent x this
+from .model import SD_LATENT_SCALE, TAESDV, TAESDVDecoder, TAESDVEncoder
 
 __all__ = [
     "TAESDV", "TAESDVDecoder", "TAESDVEncoder", "DecodeStream", "decode", "encode", "load_taesdv",

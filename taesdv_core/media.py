@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from .engine import InputError
-
-SD_LATENT_SCALE = 0.18215
+from .model import SD_LATENT_SCALE
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
 
@@ -167,10 +166,10 @@ def read_frames(path: str, max_frames: int | None = None) -> tuple[torch.Tensor,
     return frames, fps
 
 
-def crop_to_multiple_of_8(frames: torch.Tensor) -> torch.Tensor:
+def crop_to_multiple_of_8(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
     """Centre-crop (..., H, W) to multiples of 8, as ComfyUI's VAE Encode does."""
     h, w = frames.shape[-2] // 8 * 8, frames.shape[-1] // 8 * 8
     if h == 0 or w == 0:
-        raise InputError(f"frames are {frames.shape[-2]}x{frames.shape[-1]}; TAESDV needs at least 8x8")
+        raise InputError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}; TAESDV needs at least 8x8")
     top, left = (frames.shape[-2] - h) // 2, (frames.shape[-1] - w) // 2
     return frames[..., top:top + h, left:left + w]

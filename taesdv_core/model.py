@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 LATENT_CHANNELS = 4
 SPATIAL_SCALE = 8
+SD_LATENT_SCALE = 0.18215  # SD1.x/SD2.x/SVD VAE: model-space latent = VAE latent x this
 WIDTH = 64  # channels of every hidden layer
 
 

@@ -71,6 +71,15 @@ def test_random_bytes(tmp_path):
         load_taesdv(str(tmp_path / "random.pth"))
 
 
+def test_any_random_bytes_give_a_checkpoint_error(tmp_path):
+    rng = __import__("random").Random(0)
+    path = tmp_path / "fuzz.pth"
+    for _ in range(300):
+        path.write_bytes(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 3000))))
+        with pytest.raises(CheckpointError, match="fuzz.pth"):
+            load_taesdv(str(path))
+
+
 class _RunsCode:
     def __init__(self, marker):
         self.marker = marker

@@ -28,8 +28,8 @@ def chunk_input() -> io.Int.Input:
     )
 
 
-def latent_to_clips(samples: dict, latent_scale: float) -> tuple[torch.Tensor, int]:
-    """LATENT {"samples": [B,4,h,w] (frames as batch) or [B,4,T,h,w]} -> (NTCHW model space, N)."""
+def latent_to_clips(samples: dict, latent_scale: float) -> torch.Tensor:
+    """LATENT {"samples": [B,4,h,w] (frames as batch) or [B,4,T,h,w]} -> NTCHW clips in model space."""
     if not isinstance(samples, dict) or "samples" not in samples:
         raise InputError("samples must be a LATENT (a dict with 'samples')")
     x = samples["samples"]
@@ -41,7 +41,7 @@ def latent_to_clips(samples: dict, latent_scale: float) -> tuple[torch.Tensor, i
         clips = x.movedim(1, 2)
     else:
         raise InputError(f"samples has shape {tuple(x.shape)}; expected [frames, 4, h, w] or [batch, 4, frames, h, w]")
-    return clips.float() * latent_scale, clips.shape[0]
+    return clips.float() * latent_scale
 
 
 def frames_to_image(frames: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,6 @@ class SamplerPreview:
                                    interrupt_types=(mm.InterruptProcessingException,))
         self.identity = _node_identity()
         self.sequence = 0
-        self.sent: list[dict] = []  # metadata of the clips sent (for tests and logs)
 
     def __call__(self, step: int, x0, total_steps: int):
         """Preview one step; returns ComfyUI's standard preview tuple for clients without the extension."""
@@ -116,7 +115,6 @@ class SamplerPreview:
             "decode_ms": round(clip.decode_seconds * 1000, 1),
         }
         server = _server()
-        self.sent.append(meta)
         server.send_sync(EVENT, {**meta, "image": "data:image/jpeg;base64," + base64.b64encode(clip.sheet_jpeg).decode()},
                          server.client_id)
         self.previewer.charge(time.perf_counter() - started)

@@ -163,12 +163,12 @@ class Previewer:
         device = next(self.decoder.parameters()).device
         return n * t * decoder_flops_per_frame(h * SPATIAL_SCALE, w * SPATIAL_SCALE) / assumed_throughput(device)
 
-    def render(self, step: int, total_steps: int, x0: torch.Tensor, force: bool = False) -> PreviewClip | None:
+    def render(self, step: int, total_steps: int, x0: torch.Tensor) -> PreviewClip | None:
         if self.disabled_reason is not None:
             return None
         try:
             latents = preview_latents(x0.detach(), self.max_size)
-            if not force and not self.budget.allow(self.estimated_cost(latents)):
+            if not self.budget.allow(self.estimated_cost(latents)):
                 return None
             if not bool(torch.isfinite(latents).all()):
                 return None  # a diverging sampler: nothing sensible to show for this step

@@ -26,10 +26,21 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from baseline import baseline_decode  # noqa: E402
 from taesdv_core import DecodeStream, TAESDV, decode, encode  # noqa: E402
-from taesdv_core.model import decoder_flops_per_frame  # noqa: E402
+import taesdv_core.engine as engine  # noqa: E402
+from taesdv_core.model import TAESDVDecoder  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def one_batch(run):
+    """Run with chunks as one batch (the GPU path) instead of frame by frame, on any device."""
+    saved = engine.runs_frame_by_frame
+    engine.runs_frame_by_frame = lambda device: False
+    try:
+        return run()
+    finally:
+        engine.runs_frame_by_frame = saved
 
 
 def sync(device):
@@ -82,15 +93,15 @@ def decode_modes(model, device, dtype, latent, frames, repeats, quick):
     machine hits all modes alike; medians per mode."""
     latents = torch.randn(1, frames, 4, latent, latent, device=device, dtype=dtype)
     px = latent * 8
-    flops = frames * decoder_flops_per_frame(px, px)
+    flops = frames * TAESDVDecoder.flops_per_frame(px, px)
 
     def stream_frames():
         stream = DecodeStream(model.decoder)
         return torch.cat([stream.decode(latents[:, i:i + 1], chunk_frames=1, clamp=False) for i in range(frames)], 1)
 
     modes = {"baseline (reference-style parallel)": lambda: baseline_decode(model.decoder, latents),
-             "parallel (one batch, as on GPUs)": lambda: decode(model.decoder, latents, chunk_frames=frames,
-                                                                 clamp=False, frame_major=False),
+             "parallel (one batch, as on GPUs)": lambda: one_batch(lambda: decode(model.decoder, latents,
+                                                                                  chunk_frames=frames, clamp=False)),
              "parallel": lambda: decode(model.decoder, latents, chunk_frames=frames, clamp=False),
              "auto": lambda: decode(model.decoder, latents, clamp=False)}
     for c in ((1, 2, 4, 8) if not quick else (1, 4)):
@@ -193,7 +204,7 @@ def memory_child(mode, frames, latent, device, dtype):
     if mode == "baseline":
         out = baseline_decode(model.decoder, latents)
     elif mode == "parallel-batched":
-        out = decode(model.decoder, latents, chunk_frames=frames, frame_major=False)
+        out = one_batch(lambda: decode(model.decoder, latents, chunk_frames=frames))
     elif mode == "parallel":
         out = decode(model.decoder, latents, chunk_frames=frames)
     elif mode == "auto":

@@ -6,8 +6,9 @@
     stream = DecodeStream(model.decoder)             # real-time: one piece at a time
     frames_0 = stream.decode(latents[:, :4]); frames_1 = stream.decode(latents[:, 4:])
 """
-from .checkpoint import CheckpointError, OFFICIAL_BLOB_ID, OFFICIAL_URL, git_blob_id, identify, load_taesdv, model_from_state_dict, read_state_dict
-from .engine import DecodeStream, InputError, decode, encode
+from .errors import CheckpointError, InputError
+from .checkpoint import OFFICIAL_BLOB_ID, OFFICIAL_URL, git_blob_id, identify, load_taesdv, model_from_state_dict, read_state_dict
+from .engine import DecodeStream, decode, encode
 from .model import SD_LATENT_SCALE, TAESDV, TAESDVDecoder, TAESDVEncoder
 
 __all__ = [

@@ -12,19 +12,12 @@ import re
 
 import torch
 
+from .errors import CheckpointError
 from .model import TAESDV
 
 OFFICIAL_URL = "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth"
 OFFICIAL_BLOB_ID = "ffbcfae958d6364adddffca405f8dac44d03ace2"
-EARLIER_BLOB_IDS = ("264a379f", "49ee941d")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used as TAESDV; the message says why and what to do."""
-
-
-CheckpointError.__module__ = "taesdv"  # ComfyUI's error dialog shows "taesdv.CheckpointError"
 
 
 def git_blob_id(path: str) -> str:

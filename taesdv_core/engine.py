@@ -1,11 +1,16 @@
-"""The one decode engine: whole clips, chunks, streams and previews all run through here.
+"""The one decode engine: whole clips, chunks, streams and previews of every family run here.
 
-A clip is decoded in chunks of consecutive frames. Each chunk runs layer by layer for all of
-its frames at once, and hands each MemBlock's memory of its last frame to the next chunk, so
-any chunking (1 frame, 7 frames, the whole clip) gives the same frames as one parallel pass.
-`DecodeStream` keeps that memory between calls for clips that arrive piece by piece.
+A clip is decoded in chunks of consecutive latent frames. Each chunk runs the decoder's
+layers for all of its frames (frame by frame on CPUs, as one batch elsewhere: fused_ops) and
+hands each MemBlock's memory of its last frame to the next chunk, so any chunking (1 frame,
+7 frames, the whole clip) gives the same frames as one parallel pass. `DecodeStream` keeps
+that memory between calls for clips that arrive piece by piece; a piece is all or nothing.
 
-Layouts: latents NTCHW (4 channels, model space: SD VAE latent x 0.18215); frames NTCHW RGB.
+The decoder is any `layers.ChunkDecoder`: it says its latent channels, spatial scale, time
+scale (frames per latent frame) and how many frames to drop at a clip's start.
+
+Layouts: latents NTCHW in the decoder's own input space; frames NTCHW (or NTHWC, ComfyUI's
+IMAGE order) RGB in [0, 1].
 """
 from __future__ import annotations
 
@@ -15,18 +20,15 @@ from typing import Callable
 
 import torch
 
-from .model import LATENT_CHANNELS, SPATIAL_SCALE, WIDTH, TAESDVDecoder, TAESDVEncoder
+from .errors import InputError
+from .families import which_file_fits
+from .fused_ops import runs_frame_by_frame
+from .layers import ChunkDecoder, ChunkEncoder
 
-# Called after each chunk with (frames done, frames total); may raise to stop the work
+# Called after each chunk with (latent frames done, total); may raise to stop the work
 # (ComfyUI's interrupt exception does exactly that).
 ProgressFn = Callable[[int, int], None]
-
-
-class InputError(ValueError):
-    """Latents or frames that cannot be decoded/encoded; the message names the input and the fix."""
-
-
-InputError.__module__ = "taesdv"  # ComfyUI's error dialog shows "taesdv.InputError", not a loader path
+LAYOUTS = ("NTCHW", "NTHWC")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -37,8 +39,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
 
 
-def as_ntchw(tensor: torch.Tensor, name: str, channels: int) -> torch.Tensor:
-    """Accept NTCHW or TCHW (one clip); check channels, sizes and values."""
+def as_ntchw(tensor: torch.Tensor, name: str, channels: int, model: str = "this model") -> torch.Tensor:
+    """Accept NTCHW or TCHW (one clip); check type, channels and sizes."""
     if not isinstance(tensor, torch.Tensor):
         raise InputError(f"{name} must be a tensor, got {type(tensor).__name__}")
     if tensor.ndim == 4:
@@ -46,17 +48,14 @@ def as_ntchw(tensor: torch.Tensor, name: str, channels: int) -> torch.Tensor:
     if tensor.ndim != 5:
         raise InputError(f"{name} must be NTCHW or TCHW, got {tensor.ndim} dimensions {tuple(tensor.shape)}")
     if tensor.shape[2] != channels:
-        hint = ""
-        if name == "latents" and tensor.shape[2] == 16:
-            hint = " 16-channel latents come from Wan/Hunyuan/SD3/Flux models: decode them with their own VAE or a TAEHV-family decoder."
-        elif name == "latents" and tensor.shape[2] in (48, 128):
-            hint = " These are not SD latents: use the model's own VAE or a TAEHV-family decoder."
-        raise InputError(f"{name} have {tensor.shape[2]} channels at dim 2 of {tuple(tensor.shape)}; TAESDV expects {channels} (SD1.x/SD2.x/SVD/AnimateDiff).{hint}")
+        hint = f" {which_file_fits(tensor.shape[2])}" if name == "latents" else ""
+        raise InputError(f"{name} have {tensor.shape[2]} channels at dim 2 of {tuple(tensor.shape)}; "
+                         f"{model} expects {channels}.{hint}")
     if tensor.shape[1] == 0:
         raise InputError(f"{name} have 0 frames {tuple(tensor.shape)}; give at least one frame")
     if tensor.shape[-1] == 0 or tensor.shape[-2] == 0 or tensor.shape[0] == 0:
         raise InputError(f"{name} are empty {tuple(tensor.shape)}")
-    if not (tensor.is_floating_point()):
+    if not tensor.is_floating_point():
         raise InputError(f"{name} must be floating point, got {tensor.dtype}")
     return tensor
 
@@ -68,182 +67,203 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
                          "invalid numbers (check CFG, the model and fp16 overflow)")
 
 
-def decode_working_bytes_per_frame(height: int, width: int, element_size: int) -> int:
-    """Peak working memory of one frame in a chunk at output size height x width.
-
-    The last stage holds at full size: its input (64 ch), the MemBlock's memory conv and the
-    shifted copy of it (64 each), two conv outputs (64 each) and the upsampled input (64, plus
-    its 1/4-size source).
-    """
-    return int(height * width * element_size * (WIDTH * 6 + WIDTH // 4 + 3))
-
-
-def stream_state_bytes(height: int, width: int, element_size: int) -> int:
-    """Size of a stream's memory (10 MemBlocks, 64 channels, 1 frame) at output size h x w."""
-    per_pixel = 3 / 64 + 3 / 16 + 3 / 4 + 1  # three blocks at 1/8, 1/4 and 1/2 size, one at full size
-    return int(math.ceil(height * width * per_pixel * WIDTH * element_size))
+def working_bytes_per_latent_frame(decoder: ChunkDecoder, h: int, w: int, element_size: int) -> int:
+    """Peak working memory of one latent frame of a chunk (all the frames it becomes)."""
+    return decoder.working_bytes_per_frame(h * decoder.spatial_scale, w * decoder.spatial_scale,
+                                           element_size) * decoder.time_scale
 
 
 def preferred_chunk_frames(device: torch.device) -> int:
-    """Chunk length that runs fastest on this kind of device when memory is no limit.
+    """Latent frames per chunk that run fastest on this kind of device when memory is no limit.
 
-    On CPUs one frame at a time wins (oneDNN's batch-1 convs are faster per frame, activations
-    stay in cache and no shifted copies are made; measured by bench/, see README). Accelerators
-    want big batches.
+    On CPUs chunks run frame by frame anyway (fused_ops), so the length only sets how often
+    progress is reported and an interrupt is noticed. Accelerators want big batches.
     """
-    return 1 if device.type == "cpu" else 64
+    return 8 if runs_frame_by_frame(device) else 64
 
 
-def auto_chunk_frames(n_frames: int, height: int, width: int, element_size: int, device: torch.device,
-                      free_bytes: int | None, clips: int = 1) -> int:
-    """Frames per chunk: the device's preferred length, capped so a chunk uses <= half the free memory."""
+def auto_chunk_frames(decoder: ChunkDecoder, n_frames: int, h: int, w: int, element_size: int,
+                      device: torch.device, free_bytes: int | None, clips: int = 1) -> int:
+    """Latent frames per chunk: the device's preferred length, capped so a chunk uses <= half the
+    free memory (on CPUs a chunk holds one frame's work at a time)."""
     chunk = min(n_frames, preferred_chunk_frames(device))
-    if free_bytes is not None:
-        per_frame = decode_working_bytes_per_frame(height, width, element_size) * clips
+    if free_bytes is not None and not runs_frame_by_frame(device):
+        per_frame = working_bytes_per_latent_frame(decoder, h, w, element_size) * clips
         chunk = min(chunk, max(1, (free_bytes // 2) // max(per_frame, 1)))
     return max(1, int(chunk))
 
 
-def _to_work(latents: torch.Tensor, device, dtype) -> torch.Tensor:
-    return latents.to(device=device, dtype=dtype, non_blocking=True)
+def run_in_chunks(total: int, chunk: int, work: Callable[[int, int], None], device: torch.device,
+                  progress: ProgressFn | None = None, multiple: int = 1) -> None:
+    """Call work(start, length) over [0, total) in chunks of `chunk` (a multiple of `multiple`).
+
+    An out-of-memory error in a chunk retries it at half the length (work must commit nothing
+    before it returns); one at the smallest length is raised.
+    """
+    chunk = max(multiple, chunk // multiple * multiple)
+    done = 0
+    while done < total:
+        length = min(chunk, total - done)
+        try:
+            work(done, length)
+        except Exception as e:
+            if not is_out_of_memory(e) or length <= multiple:
+                raise
+            chunk = max(multiple, length // 2 // multiple * multiple)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        done += length
+        if progress is not None:
+            progress(done, total)
+
+
+def _place(frames: torch.Tensor, layout: str) -> torch.Tensor:
+    return frames.permute(0, 1, 3, 4, 2) if layout == "NTHWC" else frames
+
+
+def _shape_in(layout: str, n: int, t: int, height: int, width: int) -> tuple[int, ...]:
+    return (n, t, height, width, 3) if layout == "NTHWC" else (n, t, 3, height, width)
 
 
 @dataclass
 class DecodeStream:
     """A clip decoded piece by piece: the decoder's memory of the last frame so far.
 
-    Feed consecutive pieces (N, T, 4, h, w) of the same N clips with `decode`; the frames equal
-    a one-pass decode of the concatenated pieces. Memory stays constant for any length.
+    Feed consecutive pieces (N, T, C, h, w) of the same N clips with `decode`; the frames equal
+    a one-pass decode of the concatenated pieces. Memory stays constant for any length. A
+    piece is all or nothing: if it fails or is interrupted, the stream is as it was before.
     """
 
-    decoder: TAESDVDecoder
+    decoder: ChunkDecoder
     memory: list[torch.Tensor] | None = None
+    latent_frames: int = 0
     frames_decoded: int = 0
     latent_shape: tuple[int, int, int, int] | None = field(default=None)  # N, C, h, w of the stream
-    # How a chunk runs: frame by frame (True), as one batch (False), or by device (None): on CPUs
-    # oneDNN's batch-1 convolutions are the fastest per frame (bench/), elsewhere batches win.
-    frame_major: bool | None = None
 
     def reset(self) -> None:
-        self.memory, self.frames_decoded, self.latent_shape = None, 0, None
+        self.memory, self.latent_frames, self.frames_decoded, self.latent_shape = None, 0, 0, None
 
     def state_bytes(self) -> int:
         return sum(m.numel() * m.element_size() for m in self.memory) if self.memory else 0
 
+    def output_frames(self, latent_frames: int) -> int:
+        """Frames the next piece of `latent_frames` gives (a clip's start drops frames_to_trim)."""
+        trim = self.decoder.frames_to_trim if self.latent_frames == 0 else 0
+        return latent_frames * self.decoder.time_scale - trim
+
     def decode(self, latents: torch.Tensor, chunk_frames: int | None = None, progress: ProgressFn | None = None,
                out_device: torch.device | str = "cpu", out_dtype: torch.dtype = torch.float32,
-               clamp: bool = True, free_bytes: int | None = None) -> torch.Tensor:
+               clamp: bool = True, free_bytes: int | None = None, layout: str = "NTCHW") -> torch.Tensor:
         """Decode the next piece of the stream.
 
-        latents: (N, T, 4, h, w) or (T, 4, h, w), model space, continuing the previous piece.
-        chunk_frames: frames per chunk; None chooses from the device and `free_bytes`.
-        progress: called after each chunk with (done, total) frames of this piece.
-        Returns frames (N, T, 3, 8h, 8w) on out_device, clamped to [0, 1] unless clamp=False.
-        On an out-of-memory error the chunk is retried at half the length (output unchanged).
+        latents: (N, T, C, h, w) or (T, C, h, w), continuing the previous piece.
+        chunk_frames: latent frames per chunk; None chooses from the device and `free_bytes`.
+        progress: called after each chunk with (done, total) latent frames of this piece.
+        layout: "NTCHW", or "NTHWC" (laid out on the device, as ComfyUI's IMAGE wants it).
+        Returns frames (N, T', 3, H, W) or (N, T', H, W, 3) on out_device, clamped to [0, 1]
+        unless clamp=False; T' = output_frames(T). On an out-of-memory error the chunk is
+        retried at half the length (output unchanged).
         """
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}")
+        decoder = self.decoder
         squeeze = latents.ndim == 4
-        latents = as_ntchw(latents, "latents", LATENT_CHANNELS)
+        latents = as_ntchw(latents, "latents", decoder.latent_channels, decoder.family)
         n, t, c, h, w = latents.shape
         if self.latent_shape is not None and self.latent_shape != (n, c, h, w):
             raise InputError(
                 f"latents of shape {(n, c, h, w)} (N, C, h, w) do not continue this stream, which has "
                 f"{self.latent_shape}; reset the stream to start a new clip"
             )
-        param = next(self.decoder.parameters())
+        param = next(decoder.parameters())
         device, dtype = param.device, param.dtype
-        if self.memory is not None and (self.memory[0].device != device or self.memory[0].dtype != dtype):
+        memory = self.memory
+        if memory is not None and (memory[0].device != device or memory[0].dtype != dtype):
             # ComfyUI may have moved the model between queue runs: the state follows it
-            self.memory = [m.to(device=device, dtype=dtype) for m in self.memory]
+            memory = [m.to(device=device, dtype=dtype) for m in memory]
         if chunk_frames is None:
-            chunk_frames = auto_chunk_frames(t, h * SPATIAL_SCALE, w * SPATIAL_SCALE, param.element_size(),
-                                             device, free_bytes, clips=n)
-        chunk_frames = max(1, int(chunk_frames))
-        out = torch.empty((n, t, 3, h * SPATIAL_SCALE, w * SPATIAL_SCALE), device=out_device, dtype=out_dtype)
-        done = 0
+            chunk_frames = auto_chunk_frames(decoder, t, h, w, param.element_size(), device, free_bytes, clips=n)
+        scale, trim = decoder.spatial_scale, self.output_frames(t) - t * decoder.time_scale
+        n_out = t * decoder.time_scale + trim
+        out = torch.empty(_shape_in(layout, n, n_out, h * scale, w * scale), device=out_device, dtype=out_dtype)
+        state = {"memory": memory}
+
+        def work(start: int, length: int) -> None:
+            frames, new_memory = self._forward(latents[:, start:start + length].to(device, dtype), state["memory"])
+            first = start * decoder.time_scale + trim  # trim < 0 drops the clip's first frames
+            if first < 0:
+                frames, first = frames[:, -first:], 0
+            if clamp:
+                frames = frames.clamp_(0, 1)
+            out[:, first:first + frames.shape[1]].copy_(_place(frames, layout), non_blocking=True)
+            state["memory"] = new_memory
+
         with torch.inference_mode():
-            while done < t:
-                length = min(chunk_frames, t - done)
-                try:
-                    frames, memory = self._forward(_to_work(latents[:, done:done + length], device, dtype))
-                except Exception as e:
-                    if not is_out_of_memory(e) or length == 1:
-                        raise
-                    chunk_frames = max(1, length // 2)  # memory is only committed after success: retry smaller
-                    _empty_cache(device)
-                    continue
-                if clamp:
-                    frames = frames.clamp_(0, 1)
-                out[:, done:done + length].copy_(frames)
-                del frames
-                self.memory = memory
-                self.latent_shape = (n, c, h, w)
-                done += length
-                self.frames_decoded += length
-                if progress is not None:
-                    progress(done, t)
+            run_in_chunks(t, max(1, int(chunk_frames)), work, device, progress)
+        # The whole piece succeeded: commit it
+        self.memory = state["memory"]
+        self.latent_shape = (n, c, h, w)
+        self.frames_decoded += n_out
+        self.latent_frames += t
         return out[0] if squeeze else out
 
-    def _forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One chunk from the committed memory; returns its frames and the memory after it."""
-        frame_major = self.frame_major if self.frame_major is not None else latents.device.type == "cpu"
-        if not frame_major or latents.shape[1] == 1:
-            return self.decoder.forward_chunk(latents, self.memory)
-        memory, frames = self.memory, []
+    def _forward(self, latents: torch.Tensor, memory) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One chunk from `memory`; returns its frames and the memory after it."""
+        forward = self.decoder.forward_chunk
+        if not runs_frame_by_frame(latents.device) or latents.shape[1] == 1:
+            return forward(latents, memory)
+        frames = []
         for i in range(latents.shape[1]):
-            frame, memory = self.decoder.forward_chunk(latents[:, i:i + 1], memory)
+            frame, memory = forward(latents[:, i:i + 1], memory)
             frames.append(frame)
         return torch.cat(frames, 1), memory
 
 
-def _empty_cache(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def decode(decoder: TAESDVDecoder, latents: torch.Tensor, chunk_frames: int | None = None,
-           progress: ProgressFn | None = None, frame_major: bool | None = None, **kwargs) -> torch.Tensor:
-    """Decode whole clips: latents (N, T, 4, h, w) or (T, 4, h, w) -> frames (N, T, 3, 8h, 8w).
+def decode(decoder: ChunkDecoder, latents: torch.Tensor, chunk_frames: int | None = None,
+           progress: ProgressFn | None = None, out_device: torch.device | str = "cpu",
+           out_dtype: torch.dtype = torch.float32, clamp: bool = True, free_bytes: int | None = None,
+           layout: str = "NTCHW") -> torch.Tensor:
+    """Decode whole clips: latents (N, T, C, h, w) or (T, C, h, w) -> frames, as `DecodeStream.decode`.
 
     chunk_frames=None picks the length automatically; chunk_frames >= T is one parallel pass.
-    Every chunking gives the same frames. frame_major as in `DecodeStream`; other keyword
-    arguments as in `DecodeStream.decode`.
+    Every chunking gives the same frames.
     """
-    return DecodeStream(decoder, frame_major=frame_major).decode(latents, chunk_frames, progress, **kwargs)
+    return DecodeStream(decoder).decode(latents, chunk_frames, progress, out_device, out_dtype, clamp,
+                                        free_bytes, layout)
 
 
-def encode(encoder: TAESDVEncoder, frames: torch.Tensor, chunk_frames: int | None = None,
+def encode(encoder: ChunkEncoder, frames: torch.Tensor, chunk_frames: int | None = None,
            progress: ProgressFn | None = None, out_device: torch.device | str = "cpu",
            out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Encode frames (N, T, 3, H, W) or (T, 3, H, W) in [0, 1] to model-space latents (N, T, 4, H/8, W/8).
+    """Encode frames (N, T, 3, H, W) or (T, 3, H, W) in [0, 1] to latents (N, T', C, H/s, W/s).
 
-    Each frame is encoded on its own; H and W must be multiples of 8.
+    H and W must be multiples of the encoder's spatial scale s. An encoder that pools time
+    (time_scale > 1) gets T padded at the end, repeating the last frame, to a multiple of its
+    time_scale: T' = ceil(T / time_scale).
     """
     squeeze = frames.ndim == 4
-    frames = as_ntchw(frames, "frames", 3)
+    frames = as_ntchw(frames, "frames", 3, encoder.family)
     n, t, _, hh, ww = frames.shape
-    if hh % SPATIAL_SCALE or ww % SPATIAL_SCALE:
-        raise InputError(f"frames are {hh}x{ww} pixels; TAESDV encodes sizes that are multiples of 8 (crop or resize first)")
+    s, ts = encoder.spatial_scale, encoder.time_scale
+    if hh % s or ww % s:
+        raise InputError(f"frames are {hh}x{ww} pixels; this encoder takes sizes that are multiples of {s} "
+                         "(crop or resize first)")
+    if t % ts:
+        frames = torch.cat([frames, frames[:, -1:].expand(n, ts - t % ts, *frames.shape[2:])], 1)
+    t_padded = frames.shape[1]
     param = next(encoder.parameters())
     device, dtype = param.device, param.dtype
-    flat = frames.reshape(n * t, 3, hh, ww)
     if chunk_frames is None:
         chunk_frames = preferred_chunk_frames(device) * 4
-    out = torch.empty((n * t, LATENT_CHANNELS, hh // SPATIAL_SCALE, ww // SPATIAL_SCALE), device=out_device, dtype=out_dtype)
-    done = 0
+    out = torch.empty((n, t_padded // ts, encoder.latent_channels, hh // s, ww // s), device=out_device, dtype=out_dtype)
+    state = {"memory": None}
+
+    def work(start: int, length: int) -> None:
+        latents, memory = encoder.forward_chunk(frames[:, start:start + length].to(device, dtype), state["memory"])
+        out[:, start // ts:(start + length) // ts].copy_(latents)
+        state["memory"] = memory
+
     with torch.inference_mode():
-        while done < n * t:
-            length = min(int(chunk_frames), n * t - done)
-            try:
-                x = _to_work(flat[done:done + length], device, dtype).contiguous(memory_format=torch.channels_last)
-                out[done:done + length].copy_(encoder(x))
-            except Exception as e:
-                if not is_out_of_memory(e) or length == 1:
-                    raise
-                chunk_frames = max(1, length // 2)
-                _empty_cache(device)
-                continue
-            done += length
-            if progress is not None:
-                progress(done, n * t)
-    out = out.reshape(n, t, *out.shape[1:])
+        run_in_chunks(t_padded, max(ts, int(chunk_frames)), work, device, progress, multiple=ts)
     return out[0] if squeeze else out

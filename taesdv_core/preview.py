@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import engine
-from .model import SPATIAL_SCALE, TAESDVDecoder, decoder_flops_per_frame
+from .model import SPATIAL_SCALE, TAESDVDecoder
 
 log = logging.getLogger("taesdv")
 
@@ -161,7 +161,7 @@ class Previewer:
     def estimated_cost(self, clip_latents: torch.Tensor) -> float:
         n, t, _, h, w = clip_latents.shape
         device = next(self.decoder.parameters()).device
-        return n * t * decoder_flops_per_frame(h * SPATIAL_SCALE, w * SPATIAL_SCALE) / assumed_throughput(device)
+        return n * t * TAESDVDecoder.flops_per_frame(h * SPATIAL_SCALE, w * SPATIAL_SCALE) / assumed_throughput(device)
 
     def render(self, step: int, total_steps: int, x0: torch.Tensor) -> PreviewClip | None:
         if self.disabled_reason is not None:

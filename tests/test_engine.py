@@ -5,12 +5,19 @@ import torch
 
 from reference_taesdv import official_layout_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, InputError, TAESDV, decode, encode, model_from_state_dict
-from taesdv_core.engine import auto_chunk_frames, stream_state_bytes
-from taesdv_core.model import decoder_flops_per_frame
+from taesdv_core.engine import auto_chunk_frames
+from taesdv_core.model import TAESDVDecoder
 
 
 def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def set_frame_by_frame(monkeypatch, on: bool) -> None:
+    """Choose how chunks run: frame by frame (the CPU path) or as one batch (the GPU path)."""
+    import taesdv_core.engine as engine
+
+    monkeypatch.setattr(engine, "runs_frame_by_frame", lambda device: on)
 
 
 @pytest.fixture(scope="module")
@@ -27,38 +34,41 @@ def test_model_has_the_official_layout():
 
 
 def test_flop_count_matches_the_documented_figures():
-    assert decoder_flops_per_frame(256, 256) / 1e9 == pytest.approx(44.9, abs=0.05)
-    assert decoder_flops_per_frame(512, 512) / 1e9 == pytest.approx(179.7, abs=0.05)
+    assert TAESDVDecoder.flops_per_frame(256, 256) / 1e9 == pytest.approx(44.9, abs=0.05)
+    assert TAESDVDecoder.flops_per_frame(512, 512) / 1e9 == pytest.approx(179.7, abs=0.05)
 
 
 @pytest.mark.parametrize("frames,height,width", [(1, 4, 4), (2, 5, 3), (7, 9, 6), (12, 8, 8), (17, 3, 11)])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, None, 10_000])
 @pytest.mark.parametrize("frame_major", [False, True])
-def test_chunked_decode_equals_reference(model, state_dict, frames, height, width, chunk, frame_major):
+def test_chunked_decode_equals_reference(model, state_dict, frames, height, width, chunk, frame_major, monkeypatch):
+    set_frame_by_frame(monkeypatch, frame_major)
     latents = torch.randn(1, frames, 4, height, width, generator=torch.Generator().manual_seed(frames * 31 + height))
     expected = reference_decode(state_dict, latents)
-    got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False, frame_major=frame_major)
+    got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False)
     assert got.shape == (1, frames, 3, height * 8, width * 8)
     assert rel_err(got, expected) < 1e-5
 
 
 def test_unfused_path_used_on_gpus_equals_reference(model, state_dict, monkeypatch):
     # No GPU here: run the plain-PyTorch layer path that GPUs take (no oneDNN fusion, batched chunks).
-    import taesdv_core.model as model_module
+    import taesdv_core.fused_ops as fused_ops
 
-    monkeypatch.setattr(model_module, "_fusable", lambda *tensors: False)
+    monkeypatch.setattr(fused_ops, "_fusable", lambda *tensors: False)
+    set_frame_by_frame(monkeypatch, False)
     latents = torch.randn(2, 7, 4, 5, 6)
     for chunk in (1, 3, 7):
-        got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False, frame_major=False)
+        got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False)
         assert rel_err(got, reference_decode(state_dict, latents)) < 1e-5
 
 
 @pytest.mark.parametrize("frame_major", [False, True])
-def test_several_clips_decode_independently(model, state_dict, frame_major):
+def test_several_clips_decode_independently(model, state_dict, frame_major, monkeypatch):
+    set_frame_by_frame(monkeypatch, frame_major)
     latents = torch.randn(3, 6, 4, 5, 7)
-    got = decode(model.decoder, latents, chunk_frames=4, clamp=False, frame_major=frame_major)
+    got = decode(model.decoder, latents, chunk_frames=4, clamp=False)
     assert rel_err(got, reference_decode(state_dict, latents)) < 1e-5
-    alone = decode(model.decoder, latents[1:2], chunk_frames=4, clamp=False, frame_major=frame_major)
+    alone = decode(model.decoder, latents[1:2], chunk_frames=4, clamp=False)
     assert rel_err(got[1:2], alone) < 1e-5
 
 
@@ -89,7 +99,7 @@ def test_stream_state_is_constant_size_and_matches_the_estimate(model):
         stream.decode(torch.randn(1, 3, 4, 8, 8))
         sizes.append(stream.state_bytes())
     assert len(set(sizes)) == 1
-    assert sizes[0] == stream_state_bytes(64, 64, 4)
+    assert sizes[0] == TAESDVDecoder.state_bytes(64, 64, 4)
 
 
 def test_stream_refuses_a_piece_of_another_shape_until_reset(model):
@@ -122,7 +132,8 @@ def test_reset_stream_starts_a_new_clip(model, state_dict):
 
 
 @pytest.mark.parametrize("frame_major", [False, True])
-def test_out_of_memory_in_a_chunk_is_retried_smaller_with_identical_output(model, state_dict, frame_major):
+def test_out_of_memory_in_a_chunk_is_retried_smaller_with_identical_output(model, state_dict, frame_major, monkeypatch):
+    set_frame_by_frame(monkeypatch, frame_major)
     latents = torch.randn(1, 11, 4, 5, 5)
     calls = []
     real = model.decoder.forward_chunk
@@ -136,13 +147,12 @@ def test_out_of_memory_in_a_chunk_is_retried_smaller_with_identical_output(model
     seen = []
     model.decoder.forward_chunk = failing_twice
     try:
-        got = decode(model.decoder, latents, chunk_frames=8, clamp=False, frame_major=frame_major,
+        got = decode(model.decoder, latents, chunk_frames=8, clamp=False,
                      progress=lambda done, total: seen.append(done))
     finally:
         del model.decoder.forward_chunk
     assert seen == [2, 4, 6, 8, 10, 11]  # 8 failed, 4 failed, then chunks of 2
-    if not frame_major:
-        assert calls[:3] == [8, 4, 2]
+    assert calls[:3] == ([1, 1, 1] if frame_major else [8, 4, 2])
     assert rel_err(got, reference_decode(state_dict, latents)) < 1e-5
 
 
@@ -175,10 +185,11 @@ def test_progress_is_reported_after_each_chunk_and_can_stop_the_work(model):
 
 def test_auto_chunk_respects_free_memory():
     cpu = torch.device("cpu")
-    assert auto_chunk_frames(64, 512, 512, 4, cpu, None) == 1
-    assert auto_chunk_frames(64, 512, 512, 2, torch.device("cuda"), 64 << 30) == 64
-    assert auto_chunk_frames(64, 512, 512, 2, torch.device("cuda"), 1 << 30) < 64
-    assert auto_chunk_frames(64, 512, 512, 2, torch.device("cuda"), 1) == 1
+    d, cuda = TAESDVDecoder(), torch.device("cuda")
+    assert auto_chunk_frames(d, 64, 64, 64, 4, cpu, None) == 8  # frame by frame; chunks only pace progress
+    assert auto_chunk_frames(d, 64, 64, 64, 2, cuda, 64 << 30) == 64
+    assert auto_chunk_frames(d, 64, 64, 64, 2, cuda, 1 << 30) < 64
+    assert auto_chunk_frames(d, 64, 64, 64, 2, cuda, 1) == 1
 
 
 @pytest.mark.parametrize("bad,match", [

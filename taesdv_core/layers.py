@@ -1,0 +1,152 @@
+"""Layers shared by the tiny autoencoders (TAESD, TAESDV, TAEHV): layouts as in madebyollin's
+reference files, so their checkpoints load with strict key and shape checks.
+
+Activations are (N*T, C, H, W): the frames of N clips, in time order within each clip. The
+conv and activation pairs go through `fused_ops` (one oneDNN kernel on CPUs, plain PyTorch
+elsewhere); nothing else here knows about speed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .fused_ops import conv_add_relu, conv_relu
+
+
+def conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
+    """3x3 conv, padding 1 (every conv of the family unless said)."""
+    return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
+
+
+class Clamp(nn.Module):
+    """Soft clamp of latents to (-3, 3): tanh(x / 3) * 3."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+def _skip(n_in: int, n_out: int) -> nn.Module:
+    return nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+
+
+class Block(nn.Module):
+    """conv, ReLU, conv, ReLU, conv, + skip, ReLU. The skip is a 1x1 conv when widths differ.
+
+    The ReLU modules sit in the Sequential to keep the official key indices (conv.0/2/4); the
+    forward applies them fused with the convs.
+    """
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Sequential(conv(n_in, n_out), nn.ReLU(inplace=True), conv(n_out, n_out),
+                                  nn.ReLU(inplace=True), conv(n_out, n_out))
+        self.skip = _skip(n_in, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, _, second, _, third = self.conv
+        h = conv_relu(first, x)
+        h = conv_relu(second, h)
+        return conv_add_relu(third, h, self.skip(x))
+
+
+class MemBlock(nn.Module):
+    """A Block whose first conv also sees the past: conv0(cat[x_t, x_{t-1}]), x_{-1} = 0.
+
+    `conv.0.weight` is (n_out, 2*n_in, 3, 3): input channels [0, n_in) act on the frame itself,
+    [n_in, 2*n_in) on the block's input of the frame before. A conv is linear, so
+    conv0(cat[x, past]) = conv_own(x) + conv_past(past), and conv_past(x_t) is computed once
+    when x_t passes through, then added to frame t+1. That contribution of the last frame is
+    this block's memory between chunks: no concatenation copies, one frame of state per block.
+    """
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Sequential(conv(2 * n_in, n_out), nn.ReLU(inplace=True), conv(n_out, n_out),
+                                  nn.ReLU(inplace=True), conv(n_out, n_out))
+        self.skip = _skip(n_in, n_out)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (N*T, n_in, H, W), T = n_frames per clip. memory: (N, n_out, H, W) from the
+        previous chunk of the same clips, or None at a clip's start.
+        Returns (output (N*T, n_out, H, W), memory for the next chunk)."""
+        first, _, second, _, third = self.conv
+        n_in = x.shape[1]
+        own_weight = first.weight[:, :n_in].contiguous(memory_format=torch.channels_last)
+        past_weight = first.weight[:, n_in:].contiguous(memory_format=torch.channels_last)
+        contribution = first._conv_forward(x, past_weight, None)  # what each frame adds to the next
+        if n_frames == 1:
+            from_past, new_memory = memory, contribution
+        else:  # frame t gets the contribution of frame t-1; the first frame the carried memory
+            nt, ch, h, w = contribution.shape
+            per_clip = contribution.view(nt // n_frames, n_frames, ch, h, w)
+            start = torch.zeros_like(per_clip[:, :1]) if memory is None else memory.unsqueeze(1)
+            from_past = torch.cat([start, per_clip[:, :-1]], 1).view(nt, ch, h, w)
+            from_past = from_past.contiguous(memory_format=torch.channels_last)
+            new_memory = per_clip[:, -1].contiguous(memory_format=torch.channels_last)
+        if from_past is None:  # a clip's first frame: zero past contributes nothing
+            h1 = conv_relu(first, x, weight=own_weight)
+        else:
+            h1 = conv_add_relu(first, x, from_past, weight=own_weight)
+        h1 = conv_relu(second, h1)
+        return conv_add_relu(third, h1, self.skip(x)), new_memory
+
+
+def run_with_memory(layers, x: torch.Tensor, memory: list[torch.Tensor] | None,
+                    n_frames: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run a decoder's layers over one chunk, handing each MemBlock its memory.
+
+    x: (N*T, C, h, w), T = n_frames per clip. memory: one tensor per MemBlock, in layer order,
+    from the previous chunk of the same clips (None at a clip's start). A layer with a
+    `time_scale` attribute (TAEHV's TGrow) multiplies the frames per clip after it.
+    Returns the output and the memory for the next chunk.
+    """
+    new_memory: list[torch.Tensor] = []
+    for layer in layers:
+        if isinstance(layer, MemBlock):
+            x, m = layer(x, None if memory is None else memory[len(new_memory)], n_frames)
+            new_memory.append(m)
+        else:
+            x = layer(x)
+            n_frames = n_frames * getattr(layer, "time_scale", 1) // getattr(layer, "time_pool", 1)
+    return x, new_memory
+
+
+class ChunkDecoder(nn.Sequential):
+    """A decoder the engine (engine.py) runs in chunks: what every family's decoder provides.
+
+    Subclasses set the class attributes and list their layers; `forward_chunk` decodes T
+    consecutive latent frames of N clips from the memory the previous chunk returned.
+    """
+
+    family: str = "this decoder"  # named in messages: "TAESDV", "TAEHV (Wan 2.1)", ...
+    latent_channels: int = 4
+    spatial_scale: int = 8    # output pixels per latent pixel, each side
+    time_scale: int = 1       # output frames per latent frame, before the start trim
+    frames_to_trim: int = 0   # frames dropped at a clip's start (TAEHV: time_scale - 1)
+
+    def forward_chunk(self, latents: torch.Tensor,
+                      memory: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """latents (N, T, C, h, w) -> (frames (N, T * time_scale, 3, H, W), roughly [0, 1] and
+        unclamped, untrimmed; memory for the next chunk). memory None starts new clips."""
+        n, t = latents.shape[:2]
+        x = latents.reshape(n * t, *latents.shape[2:]).contiguous(memory_format=torch.channels_last)
+        x, memory = run_with_memory(self, x, memory, t)
+        return x.reshape(n, x.shape[0] // n, *x.shape[1:]), memory
+
+
+class ChunkEncoder(nn.Sequential):
+    """An encoder the engine runs in chunks; `time_scale` frames make one latent frame."""
+
+    family: str = "this encoder"
+    latent_channels: int = 4
+    spatial_scale: int = 8
+    time_scale: int = 1
+
+    def forward_chunk(self, frames: torch.Tensor,
+                      memory: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """frames (N, T, 3, H, W) in [0, 1], T a multiple of time_scale -> (latents
+        (N, T / time_scale, C, H / s, W / s), memory for the next chunk)."""
+        n, t = frames.shape[:2]
+        x = frames.reshape(n * t, *frames.shape[2:]).contiguous(memory_format=torch.channels_last)
+        x, memory = run_with_memory(self, x, memory, t)
+        return x.reshape(n, x.shape[0] // n, *x.shape[1:]), memory

@@ -5,7 +5,7 @@ import torch
 from comfy_api.latest import io
 
 from ..taesdv_core import SD_LATENT_SCALE
-from ..taesdv_core.engine import InputError
+from ..taesdv_core.errors import InputError
 from ..taesdv_core.media import crop_to_multiple_of_8
 
 TAESDVModel = io.Custom("TAESDV")
@@ -45,8 +45,8 @@ def latent_to_clips(samples: dict, latent_scale: float) -> torch.Tensor:
 
 
 def frames_to_image(frames: torch.Tensor) -> torch.Tensor:
-    """NTCHW frames -> ComfyUI IMAGE [N*T, H, W, 3]."""
-    return frames.flatten(0, 1).movedim(1, -1).contiguous()
+    """Frames (N, T, H, W, 3), as ManagedAutoencoder.decode lays them out -> IMAGE [N*T, H, W, 3] (a view)."""
+    return frames.flatten(0, 1)
 
 
 def image_to_frames(image: torch.Tensor) -> torch.Tensor:

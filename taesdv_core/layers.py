@@ -124,6 +124,11 @@ class ChunkDecoder(nn.Sequential):
     time_scale: int = 1       # output frames per latent frame, before the start trim
     frames_to_trim: int = 0   # frames dropped at a clip's start (TAEHV: time_scale - 1)
 
+    def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
+        """Peak working memory of one output frame of height x width (a 64-channel last stage:
+        its input, memory contribution and shifted copy, two conv outputs, upsampled input)."""
+        return height * width * element_size * (64 * 6 + 64 // 4 + 3)
+
     def forward_chunk(self, latents: torch.Tensor,
                       memory: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """latents (N, T, C, h, w) -> (frames (N, T * time_scale, 3, H, W), roughly [0, 1] and
@@ -141,6 +146,11 @@ class ChunkEncoder(nn.Sequential):
     latent_channels: int = 4
     spatial_scale: int = 8
     time_scale: int = 1
+
+    def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
+        """Peak working memory of one input frame of height x width: the first stage holds a few
+        64-channel activations at full size."""
+        return height * width * element_size * (64 * 4 + 3)
 
     def forward_chunk(self, frames: torch.Tensor,
                       memory: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:

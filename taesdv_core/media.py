@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from .engine import InputError
+from .errors import InputError
 from .model import SD_LATENT_SCALE
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")

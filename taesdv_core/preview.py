@@ -51,6 +51,13 @@ class PreviewClip:
     def frame_count(self) -> int:
         return self.frames.shape[0]
 
+    def middle_frame(self) -> "PIL.Image.Image":
+        """The clip's middle frame as an image: a still for thumbnails."""
+        from PIL import Image
+
+        frame = self.frames[self.frame_count // 2].clamp(0, 1).mul(255).round().to(torch.uint8)
+        return Image.fromarray(frame.permute(1, 2, 0).cpu().numpy())
+
 
 class PreviewBudget:
     """Allows a preview only while preview time stays <= `fraction` of the time spent sampling.

@@ -159,7 +159,7 @@ def test_clients_without_the_extension_get_a_standard_preview_image(comfy):
     assert Image.open(io.BytesIO(previews[0][8 + meta_len:])).size == (128, 128)  # 2x2 contact sheet
 
 
-def test_clients_with_the_extension_get_clips_only(comfy):
+def test_clients_with_the_extension_get_clips_and_a_one_frame_still_for_thumbnails(comfy):
     ws, client_id = comfy.connect()
     try:
         status, _ = comfy.post_json("/taesdv/preview/client", {"client_id": client_id})
@@ -169,7 +169,10 @@ def test_clients_with_the_extension_get_clips_only(comfy):
     finally:
         ws.close()
     assert len(clip_events(run)) == 3
-    assert not [b for b in run.binaries if int.from_bytes(b[:4], "big") in (1, 4)]
+    stills = [b for b in run.binaries if int.from_bytes(b[:4], "big") in (1, 4)]
+    assert len(stills) == 3  # the queue and job thumbnails stay filled
+    meta_len = int.from_bytes(stills[0][4:8], "big")
+    assert Image.open(io.BytesIO(stills[0][8 + meta_len:])).size == (64, 64)  # one frame, not the sheet
 
 
 def test_default_budget_keeps_preview_time_within_five_percent_of_sampling(comfy):

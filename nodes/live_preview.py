@@ -17,6 +17,7 @@ import comfy.utils
 from comfy.cli_args import args as comfy_args
 
 from ..taesdv_core.preview import PROTOCOL_VERSION, Previewer
+from . import latent_spaces
 from .preview_service import SERVICE, SPEC_KEY, PreviewSpec
 
 log = logging.getLogger("taesdv")
@@ -54,10 +55,11 @@ def _node_identity() -> dict:
 class SamplerPreview:
     """The previews of one sampling run on one node."""
 
-    def __init__(self, spec: PreviewSpec, device):
+    def __init__(self, spec: PreviewSpec, device, latent_format):
         self.spec = spec
-        self.previewer = Previewer(spec.taesdv.preview_decoder(device), spec.settings,
-                                   interrupt_types=(mm.InterruptProcessingException,))
+        decoder = spec.taesdv.preview_decoder(device)
+        self.previewer = Previewer(decoder, spec.settings, interrupt_types=(mm.InterruptProcessingException,),
+                                   prepare=lambda x0: latent_spaces.x0_to_decoder(decoder, latent_format, x0))
         self.identity = _node_identity()
         self.sequence = 0
 
@@ -90,7 +92,7 @@ def build_callback(model_patcher, steps: int, spec: PreviewSpec, x0_output_dict=
     inner: a callback someone else built (kept: it reports progress and fills outputs itself);
     None builds what latent_preview.prepare_callback builds. One progress update per step.
     """
-    preview = SamplerPreview(spec, model_patcher.load_device)
+    preview = SamplerPreview(spec, model_patcher.load_device, model_patcher.model.latent_format)
     pbar = comfy.utils.ProgressBar(steps)
 
     def callback(step, x0, x, total_steps):

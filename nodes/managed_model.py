@@ -18,8 +18,8 @@ import comfy.utils
 from ..taesdv_core import engine
 from ..taesdv_core.checkpoint import DTYPES
 from ..taesdv_core.errors import InputError
-from ..taesdv_core.model import SD_LATENT_SCALE
 from ..taesdv_core.streams import StreamStore
+from . import latent_spaces
 
 DTYPE_CHOICES = ("auto", *DTYPES)
 
@@ -77,12 +77,8 @@ class ManagedAutoencoder:
         return module
 
     def serves(self, latent_format) -> bool:
-        """Whether a sampler's x0 in this latent format (a comfy.latent_formats object) is what
-        the decoder eats. TAESDV: SD-family latents (4 channels, SD VAE scale 0.18215)."""
-        decoder = self.model.decoder
-        return (decoder is not None
-                and getattr(latent_format, "latent_channels", None) == decoder.latent_channels
-                and abs(getattr(latent_format, "scale_factor", 0) - SD_LATENT_SCALE) < 1e-6)
+        """Whether the decoder was made for latents of this comfy.latent_formats object."""
+        return latent_spaces.serves(self.model.decoder, latent_format)
 
     def preview_decoder(self, device: torch.device) -> torch.nn.Module:
         """A private copy of the decoder on the sampler's device, for previews during sampling.

@@ -119,6 +119,8 @@ class ChunkDecoder(nn.Sequential):
     """
 
     family: str = "this decoder"  # named in messages: "TAESDV", "TAEHV (Wan 2.1)", ...
+    latent_format: str = "SD15"   # the latents it was made for, named as ComfyUI's latent_formats class
+    input_space: str = "model"    # "model": the diffusion model's latents; "vae": the VAE's own
     latent_channels: int = 4
     spatial_scale: int = 8    # output pixels per latent pixel, each side
     time_scale: int = 1       # output frames per latent frame, before the start trim
@@ -143,6 +145,8 @@ class ChunkEncoder(nn.Sequential):
     """An encoder the engine runs in chunks; `time_scale` frames make one latent frame."""
 
     family: str = "this encoder"
+    latent_format: str = "SD15"   # as ChunkDecoder
+    input_space: str = "model"    # the space of its output latents, as ChunkDecoder's input
     latent_channels: int = 4
     spatial_scale: int = 8
     time_scale: int = 1

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import engine
-from .model import SPATIAL_SCALE, TAESDVDecoder
+from .layers import ChunkDecoder
 
 log = logging.getLogger("taesdv")
 
@@ -89,7 +89,7 @@ class PreviewBudget:
         self.previews += 1
 
 
-def preview_latents(x0: torch.Tensor, max_size: int) -> torch.Tensor:
+def preview_latents(x0: torch.Tensor, max_size: int, spatial_scale: int = 8) -> torch.Tensor:
     """x0 of one step -> one clip (1, T, 4, h, w) no larger than max_size pixels once decoded.
 
     Accepts frames as the batch (T, 4, h, w) or video latents (B, 4, T, h, w) (first clip).
@@ -102,7 +102,7 @@ def preview_latents(x0: torch.Tensor, max_size: int) -> torch.Tensor:
     else:
         raise engine.InputError(f"x0 of shape {tuple(x0.shape)} is not a clip")
     h, w = clip.shape[-2:]
-    limit = max(1, max_size // SPATIAL_SCALE)
+    limit = max(1, max_size // spatial_scale)
     if max(h, w) > limit:
         scale = limit / max(h, w)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -148,9 +148,12 @@ class Previewer:
     rest of this sampling run, with one log line.
     """
 
-    def __init__(self, decoder: TAESDVDecoder, settings: PreviewSettings,
-                 clock: Callable[[], float] = time.perf_counter, interrupt_types: tuple[type, ...] = ()):
+    def __init__(self, decoder: ChunkDecoder, settings: PreviewSettings,
+                 clock: Callable[[], float] = time.perf_counter, interrupt_types: tuple[type, ...] = (),
+                 prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x0: x0):
+        """prepare: maps a step's x0 to the decoder's input (inside the never-fail guard)."""
         self.decoder = decoder
+        self.prepare = prepare
         self.settings = settings
         self.max_size = settings.max_size
         self.budget = PreviewBudget(settings.budget, clock)
@@ -167,14 +170,20 @@ class Previewer:
 
     def estimated_cost(self, clip_latents: torch.Tensor) -> float:
         n, t, _, h, w = clip_latents.shape
-        device = next(self.decoder.parameters()).device
-        return n * t * TAESDVDecoder.flops_per_frame(h * SPATIAL_SCALE, w * SPATIAL_SCALE) / assumed_throughput(device)
+        d = self.decoder
+        hh, ww = h * d.spatial_scale, w * d.spatial_scale
+        if hasattr(d, "flops_per_frame"):
+            flops = d.flops_per_frame(hh, ww)
+        else:  # a rough guess: every weight used once per pixel at 1/4 of the output size
+            flops = 2 * sum(p.numel() for p in d.parameters()) * hh * ww / 16
+        device = next(d.parameters()).device
+        return n * t * d.time_scale * flops / assumed_throughput(device)
 
     def render(self, step: int, total_steps: int, x0: torch.Tensor) -> PreviewClip | None:
         if self.disabled_reason is not None:
             return None
         try:
-            latents = preview_latents(x0.detach(), self.max_size)
+            latents = preview_latents(self.prepare(x0.detach()), self.max_size, self.decoder.spatial_scale)
             if not self.budget.allow(self.estimated_cost(latents)):
                 return None
             if not bool(torch.isfinite(latents).all()):
@@ -191,7 +200,7 @@ class Previewer:
         except Exception as e:  # a preview must never fail the run
             if engine.is_out_of_memory(e):
                 self.out_of_memory_count += 1
-                self.max_size = max(SPATIAL_SCALE, self.max_size // 2)
+                self.max_size = max(self.decoder.spatial_scale, self.max_size // 2)
                 log.warning("TAESDV preview ran out of memory; continuing at %d px", self.max_size)
                 return None
             self.disabled_reason = f"{type(e).__name__}: {e}"

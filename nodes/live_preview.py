@@ -18,6 +18,7 @@ from comfy.cli_args import args as comfy_args
 
 from ..taesdv_core.preview import PROTOCOL_VERSION, Previewer
 from . import latent_spaces
+from .preview_http import LATEST
 from .preview_service import SERVICE, SPEC_KEY, PreviewSpec
 
 log = logging.getLogger("taesdv")
@@ -80,6 +81,8 @@ class SamplerPreview:
         server = _server()
         server.send_sync(EVENT, {**meta, "image": "data:image/jpeg;base64," + base64.b64encode(clip.sheet_jpeg).decode()},
                          server.client_id)
+        LATEST.put(self.identity["prompt_id"], self.identity["display_node_id"], clip.frames, self.spec.settings.fps,
+                   step + 1, total_steps)
         still = clip.middle_frame() if server.client_id in SERVICE.clients else clip.sheet
         self.previewer.charge(time.perf_counter() - started)
         # ComfyUI scales previews to fit its --preview-size, upscaling small ones: cap at the image's own size

@@ -18,6 +18,7 @@ from ..taesdv_core import load_taesdv
 from ..taesdv_core.errors import CheckpointError
 from ..taesdv_core.preview import PROTOCOL_VERSION, PreviewSettings
 from .managed_model import ManagedAutoencoder
+from .preview_http import register_latest_route
 
 log = logging.getLogger("taesdv")
 
@@ -125,6 +126,7 @@ def register_routes() -> None:
     if getattr(routes, "taesdv_registered", False):
         return
     routes.taesdv_registered = True
+    register_latest_route(routes)
 
     @routes.get("/taesdv/preview/settings")
     async def get_settings(request):

@@ -1,5 +1,7 @@
 """Live TAESDV previews: the previewer's logic, and whole clips over the real server's websocket."""
 import base64
+import urllib.error
+import urllib.request
 import io
 import json
 import os
@@ -242,3 +244,36 @@ def test_time_spent_sending_counts_in_the_budget(decoder):
     assert previewer.render(0, 4, torch.randn(1, 4, 2, 2)) is not None
     previewer.charge(3.0)
     assert previewer.budget.spent == pytest.approx(3.0) and previewer.budget.last_cost == pytest.approx(3.0)
+
+
+# -- the newest clip over HTTP, for third-party clients ------------------------------------------
+
+def test_clips_over_http_are_off_by_default_and_say_how_to_turn_them_on(comfy):
+    run = comfy.run(graphs.sampling_graph(frames=4, size=64, steps=2, preview={"budget_percent": 100}))
+    assert run.succeeded, run.error_text()
+    try:
+        comfy.get_bytes(f"/taesdv/preview/latest?prompt_id={run.prompt_id}")
+        raise AssertionError("the clip was served while the switch is off")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404 and "TAESDV_PREVIEW_HTTP=1" in e.read().decode()
+
+
+def test_the_newest_clip_of_a_prompt_is_an_animated_webp_of_all_its_frames(comfy_serving_clips):
+    host = comfy_serving_clips
+    run = host.run(graphs.sampling_graph(frames=6, size=64, steps=3, preview={"budget_percent": 100}))
+    assert run.succeeded and len(clip_events(run)) == 3
+    with urllib.request.urlopen(f"{host.url}/taesdv/preview/latest?prompt_id={run.prompt_id}", timeout=30) as r:
+        assert r.headers["Content-Type"] == "image/webp"
+        assert r.headers["X-TAESDV-Step"] == "3/3" and r.headers["X-TAESDV-Node-Id"] == "13"
+        clip = Image.open(io.BytesIO(r.read()))
+    assert clip.format == "WEBP" and clip.n_frames == 6 and clip.size == (64, 64)
+    last = clip_events(run)[-1]
+    clip.seek(1)
+    clip.load()  # Pillow reads a WebP frame's duration when it decodes the frame
+    assert clip.info["duration"] == round(1000 / last["fps"])
+    status = None
+    try:
+        urllib.request.urlopen(f"{host.url}/taesdv/preview/latest?prompt_id=not-a-prompt", timeout=30)
+    except urllib.error.HTTPError as e:
+        status = e.code
+    assert status == 404

@@ -125,7 +125,7 @@ class TestConditioning(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="TAESDVTest_Conditioning", category="testing",
-                         inputs=[io.Int.Input("seed", default=0), io.Int.Input("tokens", default=77, min=1, max=512)],
+                         inputs=[io.Int.Input("seed", default=0), io.Int.Input("tokens", default=77, min=1, max=512, optional=True)],
                          outputs=[io.Conditioning.Output()])
 
     @classmethod

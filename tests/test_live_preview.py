@@ -68,13 +68,12 @@ def test_budget_thins_previews_to_the_allowed_fraction():
     allowed = 0
     for step in range(100):
         clock.now += 1.0  # one sampler step takes 1 s
-        if budget.allow(estimated_cost=0.5):
+        if budget.allow(0.5):
             allowed += 1
             clock.now += 0.5  # a preview takes 0.5 s
             budget.record(0.5)
     assert budget.spent <= 0.05 * (clock.now - budget.spent) + 1e-9
     assert 8 <= allowed <= 10  # 5% of 100 s of sampling is 5 s: 10 previews of 0.5 s at most
-    assert budget.skipped == 100 - allowed
 
 
 def test_budget_of_one_previews_every_step():
@@ -237,13 +236,45 @@ def test_hook_wraps_comfyui_prepare_callback_on_the_real_host(comfy):
     assert run.outputs("1")["hook"] == [{"wrapped": True, "wraps_original": True}]
 
 
-def test_time_spent_sending_counts_in_the_budget(decoder):
+def slow_by(decoder, clock, seconds):
+    """Make every decoder call advance the fake clock, as a real decode takes time."""
+    real = type(decoder).forward_chunk
+
+    def forward_chunk(latents, memory):
+        clock.now += seconds
+        return real(decoder, latents, memory)
+    decoder.forward_chunk = forward_chunk
+
+
+def test_time_spent_sending_counts_in_the_budget(state_dict):
+    decoder = model_from_state_dict(state_dict).decoder
     clock = FakeClock()
     previewer = Previewer(decoder, PreviewSettings(budget=0.5), clock=clock)
-    clock.now = 100.0
+    slow_by(decoder, clock, 1.0)  # a one-frame preview costs 1 s of decoding
+    clock.now += 10.0  # ten seconds of sampling
     assert previewer.render(0, 4, torch.randn(1, 4, 2, 2)) is not None
-    previewer.charge(3.0)
-    assert previewer.budget.spent == pytest.approx(3.0) and previewer.budget.last_cost == pytest.approx(3.0)
+    assert previewer.budget.spent == pytest.approx(1.0)
+    previewer.charge(3.0)  # sending it took 3 s more
+    assert previewer.budget.spent == pytest.approx(4.0)
+    assert previewer.predicted_cost(0, torch.zeros(1, 1, 4, 2, 2)) == pytest.approx(4.0)
+    clock.now += 4.0  # 10 s of sampling so far, 4 s of preview: the next (4 s) would exceed 50%
+    assert previewer.render(1, 4, torch.randn(1, 4, 2, 2)) is None
+    clock.now += 8.0  # 18 s of sampling: 4 + 4 <= 9
+    assert previewer.render(2, 4, torch.randn(1, 4, 2, 2)) is not None
+
+
+def test_a_cheaper_variant_previews_when_the_full_one_does_not_fit(state_dict):
+    full, cheap = model_from_state_dict(state_dict).decoder, model_from_state_dict(state_dict).decoder
+    clock = FakeClock()
+    previewer = Previewer([full, cheap], PreviewSettings(budget=0.1), clock=clock)
+    slow_by(full, clock, 5.0)
+    slow_by(cheap, clock, 0.5)
+    previewer.measured_cost.update({0: 5.0, 1: 0.5})  # as measured by earlier previews
+    clock.now += 10.0  # 10% of 10 s of sampling: 1 s of previews allowed
+    clip = previewer.render(0, 4, torch.randn(1, 4, 2, 2))
+    assert clip is not None and previewer.last_variant == 1
+    clock.now += 100.0
+    assert previewer.render(1, 4, torch.randn(1, 4, 2, 2)) is not None and previewer.last_variant == 0
 
 
 # -- the newest clip over HTTP, for third-party clients ------------------------------------------

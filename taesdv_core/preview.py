@@ -71,8 +71,6 @@ class PreviewBudget:
         self.clock = clock
         self.started = clock()
         self.spent = 0.0
-        self.previews = 0
-        self.skipped = 0
 
     def allow(self, cost: float) -> bool:
         sampling_time = (self.clock() - self.started) - self.spent
@@ -80,7 +78,6 @@ class PreviewBudget:
 
     def record(self, cost: float) -> None:
         self.spent += cost
-        self.previews += 1
 
 
 def preview_latents(x0: torch.Tensor, max_size: int, spatial_scale: int = 8) -> torch.Tensor:
@@ -202,7 +199,6 @@ class Previewer:
                     chosen = i
                     break
             if chosen is None:
-                self.budget.skipped += 1
                 return None
             if not bool(torch.isfinite(latents).all()):
                 return None  # a diverging sampler: nothing sensible to show for this step

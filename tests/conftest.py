@@ -45,3 +45,5 @@ def comfy(tmp_path_factory, state_dict):
 
 def pytest_configure(config):
     torch.manual_seed(0)
+    config.addinivalue_line("markers", "gpu: needs CUDA (and for some, the test server on the GPU); "
+                                       "skipped otherwise; scripts/test-gpu.sh runs them on a GPU machine")

@@ -67,7 +67,7 @@ print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
 PY
 )
 if [ -n "$missing" ]; then
-  echo "test-gpu: missing Python packages: $missing (put their wheels in $WHEELS; see /work/shared/comfy-host.md)" >&2
+  echo "test-gpu: missing Python packages: $missing (put their wheels in $WHEELS; see README, Development)" >&2
   exit 2
 fi
 

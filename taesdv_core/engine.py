@@ -90,7 +90,7 @@ def preferred_chunk_frames(device: torch.device) -> int:
 
     On accelerators a chunk runs as one batch: longer chunks run a little faster per frame but
     need memory in proportion. Measured on an H100 (fp16, 512x512 frames, T=64, random weights of
-    the official layout, output kept on the GPU; /work/shared/comfy-host.md):
+    the official layout, output kept on the GPU):
 
         chunk  ms/frame  vs fastest  peak memory
         8      1.68      +6%         2.1 GB

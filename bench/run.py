@@ -1,6 +1,10 @@
 """TAESDV benchmark: one command, a table on stdout, bench/results/results.json and chart.png.
 
-    .venv/bin/python bench/run.py [--quick] [--device cpu|cuda] [--dtype fp32|fp16|bf16] [--threads 2]
+    .venv/bin/python bench/run.py [--quick] [--device cpu|cuda] [--dtype fp32|tf32|fp16|bf16] [--threads 2]
+
+On CUDA it first prints and writes the GPU rows (gpu_rows: 512 px, T=64, ms/frame and peak memory
+of the official-style baseline, auto with output kept on the GPU, auto with the default float32
+host output, chunks 8/16/32/64, streaming one frame per call, and the SD VAE per frame).
 
 All rows in one run use the same random weights of the official layout. Times are medians of
 several runs after warm-up; ratios are taken within the run. Peak memory is measured per mode
@@ -30,7 +34,7 @@ import taesdv_core.engine as engine  # noqa: E402
 from taesdv_core.model import TAESDVDecoder  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
-from taesdv_core.checkpoint import DTYPES  # noqa: E402
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32}
 
 
 def one_batch(run):
@@ -69,6 +73,10 @@ def make_model(device, dtype, seed=0):
             p.copy_(torch.randn_like(p) * ((1.0 / (p.shape[1] * 9)) ** 0.5 if p.ndim == 4 else 0.05))
     model.load_state_dict(model.state_dict())  # refresh derived weights
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def tf32_if(model, dtype_name):
+    return engine.allow_tf32(model, dtype_name == "tf32")
 
 
 def calibrate(device, dtype, size, repeats):
@@ -155,42 +163,123 @@ def encode_speed(model, device, dtype, px, frames, repeats):
     return {"pixels": px, "frames": frames, "seconds_per_frame": s / frames}
 
 
+def load_sd_vae(device, dtype):
+    """An SD-config VAE decoder with random weights: ComfyUI's own class (comfy.sd.VAE) if a ComfyUI
+    tree is there (.host/ComfyUI or TAESDV_TEST_COMFYUI), else diffusers' AutoencoderKL if installed.
+    Returns (decode(unscaled latents NCHW on any device) -> images, description) or (None, why)."""
+    comfy_dir = os.environ.get("TAESDV_TEST_COMFYUI", os.path.join(ROOT, ".host", "ComfyUI"))
+    if os.path.isdir(comfy_dir):
+        sys.path.insert(0, comfy_dir)
+        saved_argv = sys.argv
+        sys.argv = [sys.argv[0], "--cpu"] if device.type == "cpu" else [sys.argv[0]]
+        try:
+            import comfy.options
+
+            comfy.options.enable_args_parsing()
+            import comfy.ldm.models.autoencoder
+            import comfy.sd
+        finally:
+            sys.argv = saved_argv
+        ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                    "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+        torch.manual_seed(0)
+        sd = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4).state_dict()
+        sd = {k: torch.randn_like(v) * 0.02 if v.is_floating_point() else v for k, v in sd.items()}
+        vae = comfy.sd.VAE(sd=sd)
+        return vae.decode, f"comfy.sd.VAE ({vae.vae_dtype})"
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        return None, "no ComfyUI at .host/ComfyUI (run scripts/setup-host.sh) and no diffusers"
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+    @torch.inference_mode()
+    def decode_fn(samples):
+        return vae.decode(samples.to(device=device, dtype=dtype)).sample
+    return decode_fn, f"diffusers AutoencoderKL ({dtype})"
+
+
 def sd_vae_ratio(model, device, latent, frames, repeats):
     """ComfyUI's own VAE class (comfy.sd.VAE, SD config, random weights) against TAESDV, per frame."""
-    comfy_dir = os.path.join(ROOT, ".host", "ComfyUI")
-    if not os.path.isdir(comfy_dir):
-        return {"skipped": "no ComfyUI at .host/ComfyUI (run scripts/setup-host.sh)"}
-    sys.path.insert(0, comfy_dir)
-    saved_argv = sys.argv
-    sys.argv = [sys.argv[0], "--cpu"] if device.type == "cpu" else [sys.argv[0]]
-    try:
-        import comfy.options
-
-        comfy.options.enable_args_parsing()
-        import comfy.ldm.models.autoencoder
-        import comfy.sd
-    finally:
-        sys.argv = saved_argv
-    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
-    torch.manual_seed(0)
-    sd = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4).state_dict()
-    sd = {k: torch.randn_like(v) * 0.02 if v.is_floating_point() else v for k, v in sd.items()}
-    vae = comfy.sd.VAE(sd=sd)
+    vae_decode, what = load_sd_vae(device, next(model.parameters()).dtype)
+    if vae_decode is None:
+        return {"skipped": what}
     samples = torch.randn(frames, 4, latent, latent)
-    vae_s, _ = timed(lambda: vae.decode(samples), device, max(1, repeats // 2))
+    vae_s, _ = timed(lambda: vae_decode(samples), device, max(1, repeats // 2))
     lat = (samples * 0.18215).unsqueeze(0).to(device=device, dtype=next(model.parameters()).dtype)
     tae_s, _ = timed(lambda: decode(model.decoder, lat), device, repeats)
     return {"latent": f"{latent}x{latent}", "frames": frames, "sd_vae_seconds_per_frame": vae_s / frames,
-            "taesdv_seconds_per_frame": tae_s / frames, "ratio": vae_s / tae_s,
-            "sd_vae_dtype": str(vae.vae_dtype)}
+            "taesdv_seconds_per_frame": tae_s / frames, "ratio": vae_s / tae_s, "sd_vae": what}
+
+
+# -- the GPU rows ------------------------------------------------------------------------------
+
+def gpu_rows(model, device, dtype, latent=64, frames=64, repeats=3, sd_vae_frames=4):
+    """ms/frame and peak memory above the start (CUDA only; None elsewhere) of each way to decode
+    one clip of `frames` latent frames of latent x latent, on the same latents, medians of `repeats`
+    after a warm-up. The issue's GPU table; on a CPU it runs too (tiny sizes: a smoke test)."""
+    latents = torch.randn(1, frames, 4, latent, latent, device=device, dtype=dtype)
+    host = torch.device("cpu")
+
+    def stream_frames():
+        stream = DecodeStream(model.decoder)
+        return [stream.decode(latents[:, i:i + 1], chunk_frames=1) for i in range(frames)]
+
+    ways = {"baseline (official-style parallel, output on GPU)": lambda: baseline_decode(model.decoder, latents),
+            "auto, output kept on the GPU": lambda: decode(model.decoder, latents, out_device=device),
+            "auto, float32 output on the host (default)": lambda: decode(model.decoder, latents, out_device=host)}
+    for c in (8, 16, 32, 64):
+        if c <= frames:
+            ways[f"chunk {c}, output on the GPU"] = lambda c=c: decode(model.decoder, latents, chunk_frames=c,
+                                                                       out_device=device)
+    ways["chunk 8, float32 output on the host"] = lambda: decode(model.decoder, latents, chunk_frames=8, out_device=host)
+    ways["streaming, 1 frame per call (host output)"] = stream_frames
+    vae_decode, vae_what = load_sd_vae(device, dtype)
+    rows = []
+    for name, fn in ways.items():
+        rows.append(_measure(name, fn, device, repeats, frames))
+    if vae_decode is not None:
+        samples = torch.randn(sd_vae_frames, 4, latent, latent, device=device)
+        rows.append(_measure(f"SD VAE per frame: {vae_what}", lambda: vae_decode(samples), device,
+                             max(1, repeats // 2), sd_vae_frames))
+    else:
+        rows.append({"way": "SD VAE per frame", "skipped": vae_what})
+    fastest = min(r["ms_per_frame"] for r in rows if "ms_per_frame" in r and not r["way"].startswith("SD VAE"))
+    for r in rows:
+        if "ms_per_frame" in r:
+            r["vs_fastest_taesdv"] = r["ms_per_frame"] / fastest
+        r.update(latent=f"{latent}x{latent}", pixels=latent * 8, clip_frames=frames)
+    return rows
+
+
+def _measure(name, fn, device, repeats, frames):
+    fn()  # warm-up (cuDNN algorithm choice, allocator)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+        del out
+    peak = torch.cuda.max_memory_allocated() - before if device.type == "cuda" else None
+    return {"way": name, "ms_per_frame": 1000 * statistics.median(times) / frames,
+            "all_seconds": times, "peak_bytes": peak}
 
 
 # -- peak memory, one fresh process per (mode, T) ----------------------------------------------
 
 def memory_child(mode, frames, latent, device, dtype):
     dev = torch.device(device)
-    model = make_model(dev, DTYPES[dtype])
+    model = tf32_if(make_model(dev, DTYPES[dtype]), dtype)
     latents = torch.randn(1, frames, 4, latent, latent, device=dev, dtype=DTYPES[dtype])
     decode(model.decoder, latents[:, :2], chunk_frames=2)  # warm the allocator and kernels
     if dev.type == "cuda":
@@ -259,6 +348,14 @@ def table(rows, columns):
     return "\n".join(lines)
 
 
+def gpu_table(rows):
+    return table(rows, [
+        ("way", lambda r: r["way"]),
+        ("ms/frame", lambda r: f"{r['ms_per_frame']:.2f}" if "ms_per_frame" in r else r.get("skipped", "")),
+        ("vs fastest", lambda r: f"{r['vs_fastest_taesdv']:.2f}x" if "vs_fastest_taesdv" in r else ""),
+        ("peak", lambda r: f"{r['peak_bytes'] / 1e9:.2f} GB" if r.get("peak_bytes") is not None else "-")])
+
+
 def chart(results, path):
     """Bar chart of frames/s per mode and latent size, drawn with Pillow (no plotting dependency)."""
     from PIL import Image, ImageDraw
@@ -305,7 +402,7 @@ def main():
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     repeats = 2 if args.quick else 3
-    model = make_model(device, dtype)
+    model = tf32_if(make_model(device, dtype), args.dtype)
     config = {"device": str(device), "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(), "quick": args.quick}
     if device.type == "cuda":
@@ -313,6 +410,12 @@ def main():
     print(f"TAESDV benchmark: {config}")
 
     results = {"config": config}
+    if device.type == "cuda":
+        results["gpu"] = gpu_rows(model, device, dtype, latent=64, frames=16 if args.quick else 64,
+                                  repeats=repeats)
+        print(f"\nGPU rows: {results['gpu'][0]['pixels']} px, T={results['gpu'][0]['clip_frames']}, "
+              f"{args.dtype} (peak: memory above the start, output included where it is on the GPU)")
+        print(gpu_table(results["gpu"]))
     latents = (32,) if args.quick else (32, 64)
     results["calibration_gflops"] = {}
     for latent in latents:

@@ -55,6 +55,7 @@ class ManagedAutoencoder:
         else:
             self.dtype = DTYPES[dtype]
         self.model = model.to(device=self.offload_device, dtype=self.dtype).eval().requires_grad_(False)
+        engine.allow_tf32(self.model, dtype == "tf32")  # fp32 is exact fp32; tf32 lets CUDA convs use TF32
         self.patcher = comfy.model_patcher.ModelPatcher(self.model, load_device=self.load_device,
                                                         offload_device=self.offload_device)
         self.streams = StreamStore(self.model.decoder) if self.model.decoder is not None else None

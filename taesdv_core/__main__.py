@@ -33,7 +33,7 @@ def _device(name: str) -> torch.device:
 def _dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
+    return name  # load_taesdv takes the name: "tf32" is float32 weights with TF32 allowed
 
 
 def _decode_to(writer: FrameWriter, decoder, latents: torch.Tensor, mode: str, chunk: int | None) -> None:

@@ -11,10 +11,15 @@ scale (frames per latent frame) and how many frames to drop at a clip's start.
 
 Layouts: latents NTCHW in the decoder's own input space; frames NTCHW (or NTHWC, ComfyUI's
 IMAGE order) RGB in [0, 1].
+
+Frames leave the device through `FrameSink` (below): laid out on the device in the working
+dtype, copied to page-locked host memory on a side stream while the next chunk computes, then
+converted once into the output. Decoding runs inside `fp32_precision`: fp32 weights compute in
+true fp32 unless the model allows TF32 (`allow_tf32`, the `tf32` dtype choice).
 """
 from __future__ import annotations
 
-import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -73,13 +78,35 @@ def working_bytes_per_latent_frame(decoder: ChunkDecoder, h: int, w: int, elemen
                                            element_size) * decoder.time_scale
 
 
+# Latent frames per chunk on accelerators (see preferred_chunk_frames).
+ACCELERATOR_CHUNK_FRAMES = 16
+
+
 def preferred_chunk_frames(device: torch.device) -> int:
-    """Latent frames per chunk that run fastest on this kind of device when memory is no limit.
+    """Latent frames per chunk for this kind of device when memory is no limit.
 
     On CPUs chunks run frame by frame anyway (fused_ops), so the length only sets how often
-    progress is reported and an interrupt is noticed. Accelerators want big batches.
+    progress is reported and an interrupt is noticed: 8.
+
+    On accelerators a chunk runs as one batch: longer chunks run a little faster per frame but
+    need memory in proportion. Measured on an H100 (fp16, 512x512 frames, T=64, random weights of
+    the official layout, output kept on the GPU):
+
+        chunk  ms/frame  vs fastest  peak memory
+        8      1.68      +6%         2.1 GB
+        64     1.58      (fastest)   12.4 GB
+        (official taesdv.py, whole clip as one batch: 1.75 ms/frame, 16.4 GB)
+
+    The rule: the smallest length within a few percent of the fastest, capped by free memory
+    (auto_chunk_frames). 8 misses by 6%; 64 costs 6x the memory of 8 for that 6%. 16 is chosen:
+    twice 8's batch recovers most of its gap (per-chunk overheads halve), at about a third of 64's
+    memory (~4 GB at 512 px by the peak's proportion to the chunk). Shorter chunks also leave
+    less un-overlapped work at a clip's ends (FrameSink overlaps each chunk's copy to the host
+    with the next chunk's compute). TO BE RE-MEASURED: chunk 16 and 32 on a GPU
+    (`bench/run.py --device cuda --dtype fp16` prints the rows); change this constant if 16 is
+    not within ~3% of the fastest there.
     """
-    return 8 if runs_frame_by_frame(device) else 64
+    return 8 if runs_frame_by_frame(device) else ACCELERATOR_CHUNK_FRAMES
 
 
 def auto_chunk_frames(decoder: ChunkDecoder, n_frames: int, h: int, w: int, element_size: int,
@@ -116,6 +143,124 @@ def run_in_chunks(total: int, chunk: int, work: Callable[[int, int], None], devi
         done += length
         if progress is not None:
             progress(done, total)
+
+
+def allow_tf32(model: torch.nn.Module, allowed: bool) -> torch.nn.Module:
+    """Let fp32 convolutions of `model` (and of its encoder/decoder) use TF32 on CUDA, or not."""
+    for module in (model, getattr(model, "encoder", None), getattr(model, "decoder", None)):
+        if module is not None:
+            module.allow_tf32 = bool(allowed)
+    return model
+
+
+@contextmanager
+def fp32_precision(module: torch.nn.Module):
+    """Run fp32 convolutions and matmuls in true fp32, unless `module.allow_tf32` is set.
+
+    PyTorch lets cuDNN use TF32 for fp32 convolutions by default: on an H100 an fp32 TAESDV decode
+    then differs from float64 by 1.4e-3 (relative, max) instead of 1.9e-6. The flags are
+    process-wide; they are set for the work and restored after (work runs on one thread).
+    fp16/bf16 weights are unaffected. A no-op in effect on CPUs.
+    """
+    allow = bool(getattr(module, "allow_tf32", False))
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9: the precision API
+        matmul = torch.backends.cuda.matmul
+        saved = (conv.fp32_precision, matmul.fp32_precision)
+        conv.fp32_precision = matmul.fp32_precision = "tf32" if allow else "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision, matmul.fp32_precision = saved
+    else:  # older torch: the allow_tf32 flags
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+class PinnedCopies:
+    """CUDA -> host copies that do not stall the device: each chunk is copied into page-locked
+    memory (PyTorch's caching host allocator) on a side stream that first waits for the chunk's
+    compute; an event marks its arrival. The compute stream goes on with the next chunk meanwhile.
+    """
+
+    def __init__(self, device: torch.device):
+        self.stream = torch.cuda.Stream(device)
+
+    def start(self, laid: torch.Tensor):
+        """Begin copying `laid` (on the device) to the host; returns (host tensor, event)."""
+        host = torch.empty(laid.shape, dtype=laid.dtype, pin_memory=True)
+        self.stream.wait_stream(torch.cuda.current_stream(laid.device))
+        with torch.cuda.stream(self.stream):
+            host.copy_(laid, non_blocking=True)
+            arrived = torch.cuda.Event()
+            arrived.record(self.stream)
+        return host, arrived
+
+
+def host_transfer(device: torch.device, out_device: torch.device):
+    """How frames computed on `device` reach an output on `out_device`: PinnedCopies from CUDA to
+    the CPU, else None (the output is written directly: CPU to CPU, or kept on the GPU)."""
+    if device.type == "cuda" and out_device.type == "cpu":
+        return PinnedCopies(device)
+    return None
+
+
+class FrameSink:
+    """Writes each chunk's frames into the output, so that frames leave the device without
+    stalling it.
+
+    put(first, frames): clamp (in place) and lay out (NTHWC is a permuted view; free for the
+    decoders' channels_last output) on the device, in the working dtype. Without a transfer (the
+    output on the same device, e.g. CPU, or GPU output) the frames are written into the output at
+    once: layout and dtype conversion in one pass. With one (CUDA -> host), the chunk is made
+    contiguous on the device, its copy to pinned memory is started, and only then is the chunk
+    before it finished: wait for its copy, convert it once into the float32 output. So the copy
+    of chunk k runs during the compute of chunk k+1, and the host's conversion of chunk k while
+    the device works on chunk k+1 (which the host queued first). flush() finishes the last chunk;
+    close() waits for copies still in flight (after an error) and drops them.
+
+    Why a half-precision staging copy rather than a pinned float32 output converted on the
+    device: per output value (fp16 working dtype) the staging way moves 2 bytes over PCIe and
+    holds 2 chunks of pinned memory whatever the clip's length; the host then reads 2 and
+    writes 4 bytes, the one write of the output every way needs. A pinned float32 output moves
+    4 bytes over PCIe and saves the host's read, but page-locks the whole output (an extra
+    pass over every page at allocation, power-of-two rounding in PyTorch's host allocator, up
+    to 2x), and ComfyUI would then keep page-locked IMAGE memory that cannot be swapped.
+    """
+
+    def __init__(self, out: torch.Tensor, layout: str, clamp: bool, transfer=None):
+        self.out, self.layout, self.clamp, self.transfer = out, layout, clamp, transfer
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor, object]] = []  # first, laid, host, event
+
+    def put(self, first: int, frames: torch.Tensor) -> None:
+        if self.clamp:
+            frames = frames.clamp_(0, 1)
+        laid = _place(frames, self.layout)
+        if self.transfer is None:
+            self.out[:, first:first + laid.shape[1]].copy_(laid)
+            return
+        laid = laid.contiguous()
+        host, arrived = self.transfer.start(laid)
+        self.pending.append((first, laid, host, arrived))  # laid stays referenced until its copy is done
+        while len(self.pending) > 1:
+            self._finish(self.pending.pop(0))
+
+    def flush(self) -> None:
+        while self.pending:
+            self._finish(self.pending.pop(0))
+
+    def close(self) -> None:
+        while self.pending:
+            self.pending.pop(0)[3].synchronize()
+
+    def _finish(self, item) -> None:
+        first, _laid, host, arrived = item
+        arrived.synchronize()
+        self.out[:, first:first + host.shape[1]].copy_(host)
 
 
 def _place(frames: torch.Tensor, layout: str) -> torch.Tensor:
@@ -187,6 +332,7 @@ class DecodeStream:
         scale, trim = decoder.spatial_scale, self.output_frames(t) - t * decoder.time_scale
         n_out = t * decoder.time_scale + trim
         out = torch.empty(_shape_in(layout, n, n_out, h * scale, w * scale), device=out_device, dtype=out_dtype)
+        sink = FrameSink(out, layout, clamp, host_transfer(device, out.device))
         state = {"memory": memory}
 
         def work(start: int, length: int) -> None:
@@ -194,13 +340,15 @@ class DecodeStream:
             first = start * decoder.time_scale + trim  # trim < 0 drops the clip's first frames
             if first < 0:
                 frames, first = frames[:, -first:], 0
-            if clamp:
-                frames = frames.clamp_(0, 1)
-            out[:, first:first + frames.shape[1]].copy_(_place(frames, layout), non_blocking=True)
+            sink.put(first, frames)
             state["memory"] = new_memory
 
-        with torch.inference_mode():
-            run_in_chunks(t, max(1, int(chunk_frames)), work, device, progress)
+        with torch.inference_mode(), fp32_precision(decoder):
+            try:
+                run_in_chunks(t, max(1, int(chunk_frames)), work, device, progress)
+                sink.flush()
+            finally:
+                sink.close()
         # The whole piece succeeded: commit it
         self.memory = state["memory"]
         self.latent_shape = (n, c, h, w)
@@ -264,6 +412,6 @@ def encode(encoder: ChunkEncoder, frames: torch.Tensor, chunk_frames: int | None
         out[:, start // ts:(start + length) // ts].copy_(latents)
         state["memory"] = memory
 
-    with torch.inference_mode():
+    with torch.inference_mode(), fp32_precision(encoder):
         run_in_chunks(t_padded, max(ts, int(chunk_frames)), work, device, progress, multiple=ts)
     return out[0] if squeeze else out

@@ -125,6 +125,7 @@ class ChunkDecoder(nn.Sequential):
     spatial_scale: int = 8    # output pixels per latent pixel, each side
     time_scale: int = 1       # output frames per latent frame, before the start trim
     frames_to_trim: int = 0   # frames dropped at a clip's start (TAEHV: time_scale - 1)
+    allow_tf32: bool = False  # fp32 weights may use TF32 on CUDA (engine.fp32_precision)
 
     def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
         """Peak working memory of one output frame of height x width (a 64-channel last stage:
@@ -150,6 +151,7 @@ class ChunkEncoder(nn.Sequential):
     latent_channels: int = 4
     spatial_scale: int = 8
     time_scale: int = 1
+    allow_tf32: bool = False
 
     def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
         """Peak working memory of one input frame of height x width: the first stage holds a few

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,10 @@ import websocket
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMFYUI = os.environ.get("TAESDV_TEST_COMFYUI", os.path.join(ROOT, ".host", "ComfyUI"))
 PACK_NAME = "ComfyUI-TAESDV"
+# "cuda": start the server without --cpu, so ComfyUI uses the GPU (scripts/test-gpu.sh); default cpu.
+DEVICE = os.environ.get("TAESDV_TEST_DEVICE", "cpu")
+# More server arguments, e.g. "--front-end-root DIR" where the frontend package is not installed.
+SERVER_ARGS = shlex.split(os.environ.get("TAESDV_TEST_SERVER_ARGS", ""))
 
 
 def free_port() -> int:
@@ -57,9 +62,9 @@ class ComfyHost:
         if not os.path.isfile(os.path.join(COMFYUI, "main.py")):
             raise RuntimeError(f"no ComfyUI at {COMFYUI}: run `bash scripts/setup-host.sh --test` first")
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", **self.env)
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "main.py", *(["--cpu"] if DEVICE == "cpu" else []), "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", self.base, "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-               *self.extra_args]
+               *SERVER_ARGS, *self.extra_args]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=COMFYUI, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout

@@ -56,3 +56,5 @@ def pytest_configure(config):
 def comfy_serving_clips(tmp_path_factory, state_dict):
     """A second server, started with the newest preview clips served over HTTP (TAESDV_PREVIEW_HTTP=1)."""
     yield from start_comfy(tmp_path_factory, state_dict, "comfy-http", env={"TAESDV_PREVIEW_HTTP": "1"})
+    config.addinivalue_line("markers", "gpu: needs CUDA (and for some, the test server on the GPU); "
+                                       "skipped otherwise; scripts/test-gpu.sh runs them on a GPU machine")

@@ -2,7 +2,13 @@
 import os
 
 
-def loader(dtype="auto", name="taesdv.pth"):
+# The loader dtype the shared host tests use: "auto" (fp32 on the CPU server). scripts/test-gpu.sh
+# sets fp32 so their 1e-5 comparisons with the fp32 reference hold on a GPU too (TF32 is off).
+LOADER_DTYPE = os.environ.get("TAESDV_TEST_LOADER_DTYPE", "auto")
+
+
+def loader(dtype=None, name="taesdv.pth"):
+    dtype = dtype or LOADER_DTYPE
     return {"class_type": "TAESDVLoader", "inputs": {"model_name": name, "dtype": dtype}}
 
 

@@ -39,6 +39,12 @@ def test_server_log_shows_the_pack_loaded_without_errors(comfy):
         assert "TAESDV" not in traceback, traceback
 
 
+def test_loader_offers_tf32_beside_exact_fp32(comfy):
+    spec = comfy.get_json("/object_info/TAESDVLoader")["TAESDVLoader"]["input"]["required"]["dtype"]
+    options = spec[1]["options"] if isinstance(spec[1], dict) and "options" in spec[1] else spec[0]
+    assert options == ["auto", "fp32", "fp16", "bf16", "tf32"]
+
+
 def test_every_node_and_input_has_a_tooltip_and_description(comfy):
     info = comfy.get_json("/object_info")
     for node_id in NODE_IDS:
@@ -138,7 +144,7 @@ def test_stream_reset_starts_a_new_clip(comfy, state_dict):
     assert (saved(comfy, name)["images"] - expected).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "tf32"])
 def test_loader_dtypes_decode(comfy, dtype):
     name = unique(dtype)
     graph = graphs.decode_graph(name, frames=2)

@@ -5,7 +5,7 @@ import torch
 
 from reference_taesdv import official_layout_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, InputError, TAESDV, decode, encode, model_from_state_dict
-from taesdv_core.engine import auto_chunk_frames
+from taesdv_core.engine import ACCELERATOR_CHUNK_FRAMES, auto_chunk_frames
 from taesdv_core.model import TAESDVDecoder
 
 
@@ -187,7 +187,9 @@ def test_auto_chunk_respects_free_memory():
     cpu = torch.device("cpu")
     d, cuda = TAESDVDecoder(), torch.device("cuda")
     assert auto_chunk_frames(d, 64, 64, 64, 4, cpu, None) == 8  # frame by frame; chunks only pace progress
-    assert auto_chunk_frames(d, 64, 64, 64, 2, cuda, 64 << 30) == 64
+    assert ACCELERATOR_CHUNK_FRAMES == 16  # chosen from H100 measurements (engine.preferred_chunk_frames)
+    assert auto_chunk_frames(d, 64, 64, 64, 2, cuda, 64 << 30) == 16
+    assert auto_chunk_frames(d, 5, 64, 64, 2, cuda, 64 << 30) == 5
     assert auto_chunk_frames(d, 64, 64, 64, 2, cuda, 1 << 30) < 64
     assert auto_chunk_frames(d, 64, 64, 64, 2, cuda, 1) == 1
 
@@ -222,3 +224,193 @@ def test_half_precision_decodes_close_to_fp32(state_dict, dtype):
     half = decode(model_from_state_dict(state_dict, dtype=dtype).decoder, latents)
     assert half.dtype == torch.float32
     assert (half - fp32).abs().max() < 0.05
+
+
+# -- frames leave the device through FrameSink: the overlap bookkeeping, run on the CPU --------
+
+class DeferredCopies:
+    """Stands in for engine.PinnedCopies on the CPU: a copy 'lands' only when its event is waited
+    for, as an asynchronous device-to-host copy does; reading the host tensor before waiting reads
+    garbage (NaN). Records the order of starts and waits."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def start(self, laid):
+        assert laid.is_contiguous(), "the chunk is laid out on the device before it is copied"
+        index = sum(1 for entry in self.log if entry[0] == "start")
+        host = torch.full(laid.shape, float("nan"), dtype=laid.dtype)
+        log = self.log
+
+        class Arrival:
+            def synchronize(self):
+                host.copy_(laid)
+                log.append(("waited", index))
+
+        self.log.append(("start", index, laid.dtype))
+        return host, Arrival()
+
+
+def deferred_transfer(monkeypatch, log):
+    import taesdv_core.engine as engine
+
+    monkeypatch.setattr(engine, "host_transfer", lambda device, out_device: DeferredCopies(log))
+
+
+@pytest.mark.parametrize("layout", ["NTCHW", "NTHWC"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_copy_of_a_chunk_overlaps_the_next_chunk_and_the_frames_are_unchanged(state_dict, monkeypatch, layout, dtype):
+    model = model_from_state_dict(state_dict, dtype=dtype)
+    latents = torch.randn(2, 7, 4, 4, 5)
+    direct = decode(model.decoder, latents, chunk_frames=3, layout=layout)
+    log, progress = [], []
+    deferred_transfer(monkeypatch, log)
+    got = decode(model.decoder, latents, chunk_frames=3, layout=layout,
+                 progress=lambda done, total: log.append(("progress", done)))
+    assert got.dtype == torch.float32 and not got.isnan().any()
+    assert torch.equal(got, direct)
+    # chunk k's copy is started, and only then is chunk k-1 waited for and written out
+    assert [e[:2] for e in log] == [("start", 0), ("progress", 3), ("start", 1), ("waited", 0), ("progress", 6),
+                                    ("start", 2), ("waited", 1), ("progress", 7), ("waited", 2)]
+    assert {e[2] for e in log if e[0] == "start"} == {dtype}  # copied in the working dtype, converted once after
+
+
+def test_nthwc_output_is_the_ntchw_output_permuted(model):
+    latents = torch.randn(2, 5, 4, 3, 6)
+    ntchw = decode(model.decoder, latents, chunk_frames=2)
+    nthwc = decode(model.decoder, latents, chunk_frames=2, layout="NTHWC")
+    assert nthwc.shape == (2, 5, 24, 48, 3)
+    assert torch.equal(nthwc, ntchw.permute(0, 1, 3, 4, 2))
+
+
+def test_out_of_memory_retry_with_a_copy_in_flight_gives_identical_frames(model, monkeypatch):
+    set_frame_by_frame(monkeypatch, False)
+    latents = torch.randn(1, 9, 4, 4, 4)
+    expected = decode(model.decoder, latents, chunk_frames=9, clamp=False)
+    real, calls, log = model.decoder.forward_chunk, [], []
+
+    def failing_once(x, memory):
+        calls.append(x.shape[1])
+        if len(calls) == 2:  # the second chunk, while the first one's copy is still pending
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return real(x, memory)
+
+    deferred_transfer(monkeypatch, log)
+    model.decoder.forward_chunk = failing_once
+    try:
+        got = decode(model.decoder, latents, chunk_frames=4, clamp=False)
+    finally:
+        del model.decoder.forward_chunk
+    assert calls == [4, 4, 2, 2, 1]
+    assert rel_err(got, expected) < 1e-5  # batches of other sizes round differently
+
+
+def test_a_failed_piece_waits_for_its_copies_and_leaves_the_stream_as_it_was(model, monkeypatch):
+    latents = torch.randn(1, 8, 4, 4, 4)
+    log = []
+    deferred_transfer(monkeypatch, log)
+    stream = DecodeStream(model.decoder)
+    first = stream.decode(latents[:, :2])
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two_chunks(done, total):
+        if done == 4:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        stream.decode(latents[:, 2:], chunk_frames=2, progress=stop_after_two_chunks)
+    starts = [e for e in log if e[0] == "start"]
+    waits = [e for e in log if e[0] == "waited"]
+    assert len(waits) == len(starts)  # nothing left in flight
+    assert stream.latent_frames == 2
+    rest = stream.decode(latents[:, 2:])
+    assert torch.equal(torch.cat([first, rest], 1), decode(model.decoder, latents))
+
+
+def test_cpu_and_gpu_output_need_no_host_transfer():
+    from taesdv_core.engine import host_transfer
+
+    assert host_transfer(torch.device("cpu"), torch.device("cpu")) is None
+    assert host_transfer(torch.device("cuda"), torch.device("cuda")) is None  # output kept on the GPU
+
+
+# -- fp32 means fp32; tf32 is a choice -----------------------------------------------------------
+
+def precision_flags():
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def flags_seen_by_the_layers(decoder, run):
+    seen, real = [], decoder.forward_chunk
+
+    def recording(x, memory):
+        seen.append(precision_flags())
+        return real(x, memory)
+
+    decoder.forward_chunk = recording
+    try:
+        run()
+    finally:
+        del decoder.forward_chunk
+    return set(seen)
+
+
+@pytest.mark.parametrize("dtype,expected", [("fp32", {("ieee", "ieee")}), ("tf32", {("tf32", "tf32")})])
+def test_fp32_decodes_without_tf32_and_tf32_is_an_explicit_choice(checkpoint_path, dtype, expected):
+    from taesdv_core import load_taesdv
+
+    model = load_taesdv(checkpoint_path, dtype=dtype)
+    assert next(model.parameters()).dtype == torch.float32
+    assert model.decoder.allow_tf32 == model.encoder.allow_tf32 == (dtype == "tf32")
+    before = precision_flags()
+    if not isinstance(before[0], str):  # torch < 2.9: the allow_tf32 booleans
+        expected = {(dtype == "tf32",) * 2}
+    assert flags_seen_by_the_layers(model.decoder, lambda: decode(model.decoder, torch.randn(1, 3, 4, 4, 4))) == expected
+    assert precision_flags() == before  # restored after the work
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        raise Stop()
+
+    with pytest.raises(Stop):
+        decode(model.decoder, torch.randn(1, 3, 4, 4, 4), chunk_frames=1, progress=stop)
+    assert precision_flags() == before  # and after a failure
+
+
+def test_encode_runs_in_exact_fp32_too(checkpoint_path):
+    from taesdv_core import load_taesdv
+
+    model = load_taesdv(checkpoint_path, dtype="fp32")
+    seen, real = [], model.encoder.forward_chunk
+
+    def recording(x, memory):
+        seen.append(precision_flags())
+        return real(x, memory)
+
+    model.encoder.forward_chunk = recording
+    try:
+        encode(model.encoder, torch.rand(1, 2, 3, 16, 16))
+    finally:
+        del model.encoder.forward_chunk
+    assert seen and all(flag in ("ieee", False) for flags in seen for flag in flags)
+
+
+def test_cli_accepts_dtype_tf32(checkpoint_path, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from taesdv_core.__main__ import main
+
+    save_file({"latents": torch.randn(1, 2, 4, 4, 4)}, str(tmp_path / "in.safetensors"))
+    outputs = {}
+    for dtype in ("fp32", "tf32"):
+        out = tmp_path / f"{dtype}.safetensors"
+        assert main(["decode", str(tmp_path / "in.safetensors"), "-w", checkpoint_path, "-o", str(out),
+                     "--dtype", dtype, "--device", "cpu"]) == 0
+        outputs[dtype] = load_file(str(out))["frames"]
+    assert torch.equal(outputs["fp32"], outputs["tf32"])  # TF32 exists on CUDA only

@@ -225,10 +225,47 @@ class TestServerStats(io.ComfyNode):
         return io.NodeOutput(ui={"stats": [stats]})
 
 
+class TestDeviceReport(io.ComfyNode):
+    """What ComfyUI's device manager did with this TAESDV (devices, dtypes, loaded models), as UI
+    output; action unload_all then offloads every model (comfy.model_management.unload_all_models)
+    and reports where the weights went. `images` only orders it after a decode."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_DeviceReport", category="testing", is_output_node=True,
+                         inputs=[TAESDV.Input("taesdv"), io.Image.Input("images", optional=True),
+                                 io.Combo.Input("action", options=["report", "unload_all"], default="report")],
+                         outputs=[])
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return float("nan")
+
+    @classmethod
+    def execute(cls, taesdv, action, images=None):
+        import comfy.model_management as mm
+
+        def where():
+            return str(next(taesdv.model.parameters()).device)
+
+        report = {"load_device": str(taesdv.load_device), "offload_device": str(taesdv.offload_device),
+                  "dtype": str(taesdv.dtype), "param_device": where(),
+                  "auto_dtype": str(mm.vae_dtype(taesdv.load_device, allowed_dtypes=[torch.float16, torch.bfloat16,
+                                                                                      torch.float32])),
+                  "loaded": any(lm.model is taesdv.patcher for lm in mm.current_loaded_models),
+                  "loaded_models": [type(lm.model.model).__name__ for lm in mm.current_loaded_models],
+                  "allow_tf32": bool(getattr(taesdv.model.decoder, "allow_tf32", False)),
+                  "images_device": None if images is None else str(images.device)}
+        if action == "unload_all":
+            mm.unload_all_models()
+            report["param_device_after"] = where()
+        return io.NodeOutput(ui={"device": [report]})
+
+
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
         return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestTinyWanModel, TestConditioning, TestHookState,
-                TestInjectOutOfMemory, TestServerStats]
+                TestInjectOutOfMemory, TestServerStats, TestDeviceReport]
 
 
 async def comfy_entrypoint():

@@ -50,11 +50,11 @@ def comfy(tmp_path_factory, state_dict):
 
 def pytest_configure(config):
     torch.manual_seed(0)
+    config.addinivalue_line("markers", "gpu: needs CUDA (and for some, the test server on the GPU); "
+                                       "skipped otherwise; scripts/test-gpu.sh runs them on a GPU machine")
 
 
 @pytest.fixture(scope="module")
 def comfy_serving_clips(tmp_path_factory, state_dict):
     """A second server, started with the newest preview clips served over HTTP (TAESDV_PREVIEW_HTTP=1)."""
     yield from start_comfy(tmp_path_factory, state_dict, "comfy-http", env={"TAESDV_PREVIEW_HTTP": "1"})
-    config.addinivalue_line("markers", "gpu: needs CUDA (and for some, the test server on the GPU); "
-                                       "skipped otherwise; scripts/test-gpu.sh runs them on a GPU machine")

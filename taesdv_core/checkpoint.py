@@ -32,6 +32,32 @@ def git_blob_id(path: str) -> str:
     return h.hexdigest()
 
 
+HASHED_FILE_BYTES = 64 << 20  # files up to this size are hashed into their fingerprint
+
+
+def file_fingerprint(path: str) -> str:
+    """Identity of a checkpoint file's weights as they are now: size, mtime_ns, ctime_ns and inode
+    (a replaced file changes ctime even when its mtime is copied), plus a content hash for files
+    up to HASHED_FILE_BYTES. Equal fingerprints: the same weights; "missing" for no file."""
+    import hashlib
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    parts = [str(st.st_size), str(st.st_mtime_ns), str(st.st_ctime_ns), str(st.st_ino)]
+    if st.st_size <= HASHED_FILE_BYTES:
+        h = hashlib.blake2b(digest_size=16)
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return "unreadable:" + ":".join(parts)
+        parts.append(h.hexdigest())
+    return ":".join(parts)
+
+
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a `.pth`/`.pt` (weights only) or `.safetensors` file, on the CPU."""
     name = os.path.basename(path)

@@ -36,6 +36,7 @@ class TAESDVLatentPreview(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, taesdv, max_size: int, fps: float, budget_percent: float) -> io.NodeOutput:
+        taesdv.require("decoder")  # an encoder-only file cannot preview: say so here, not mid-sampling
         model = model.clone()
         settings = PreviewSettings(max_size=max_size, fps=fps, budget=budget_percent / 100.0)
         model.model_options.setdefault("transformer_options", {})[SPEC_KEY] = PreviewSpec(taesdv, settings)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import folder_paths
 from aiohttp import web
 
-from ..taesdv_core import load_taesdv
 from ..taesdv_core.errors import CheckpointError
 from ..taesdv_core.preview import PROTOCOL_VERSION, PreviewSettings
 from .managed_model import ManagedAutoencoder
@@ -60,7 +59,9 @@ class PreviewService:
         self.clients = ExtensionClients()
         self.enabled = os.environ.get("TAESDV_PREVIEW", "").lower() in ("1", "true", "yes", "on")
         self.settings = PreviewSettings()
-        self._global_model: tuple[tuple, ManagedAutoencoder] | None = None
+        # file identity (path, size, mtime_ns) -> the loaded model, or None: it failed to load (the
+        # reason was logged once) or serves no latents asked for so far; re-read only when it changes
+        self._loaded: dict[tuple, ManagedAutoencoder | None] = {}
         self._warned_missing = False
 
     def spec_for(self, model_patcher) -> PreviewSpec | None:
@@ -68,27 +69,45 @@ class PreviewService:
         spec = model_patcher.model_options.get("transformer_options", {}).get(SPEC_KEY)
         if spec is not None or not self.enabled:
             return spec
-        taesdv = self.global_model()
+        taesdv = self.global_model(model_patcher.model.latent_format)
         return PreviewSpec(taesdv, self.settings) if taesdv is not None else None
 
-    def global_model(self) -> ManagedAutoencoder | None:
-        from .load import plausible_checkpoints
+    def global_model(self, latent_format) -> ManagedAutoencoder | None:
+        """The first loadable file of models/vae_approx whose model serves `latent_format`.
+
+        A file that fails to load is remembered by its identity (path, size, mtime) and skipped
+        until it changes; the next file that fits is used instead.
+        """
+        from .load import load_managed, plausible_checkpoints
 
         names = plausible_checkpoints(folder_paths.get_filename_list("vae_approx"))
-        if not names:
-            if not self._warned_missing:
-                log.warning("TAESDV previews are on but models/vae_approx has no taesdv.pth; previews skipped")
-                self._warned_missing = True
-            return None
-        path = folder_paths.get_full_path("vae_approx", names[0])
-        key = (path, os.path.getmtime(path))
-        if self._global_model is None or self._global_model[0] != key:
+        identities = []
+        for name in names:
+            path = folder_paths.get_full_path("vae_approx", name)
             try:
-                self._global_model = (key, ManagedAutoencoder(load_taesdv(path), name=names[0]))
-            except CheckpointError as e:
-                log.warning("TAESDV previews: %s", e)
-                return None
-        return self._global_model[1]
+                st = os.stat(path)
+            except (OSError, TypeError):
+                continue
+            key = (path, st.st_size, st.st_mtime_ns)
+            identities.append(key)
+            if key not in self._loaded:
+                try:
+                    self._loaded[key] = load_managed(path, name=name)
+                except (CheckpointError, OSError, RuntimeError) as e:
+                    log.warning("TAESDV previews: skipping %s: %s", name, e)
+                    self._loaded[key] = None
+            taesdv = self._loaded[key]
+            if taesdv is not None and taesdv.serves(latent_format):
+                break
+        else:
+            taesdv = None
+        for key in [k for k in self._loaded if k not in identities]:  # files replaced or removed
+            del self._loaded[key]
+        if taesdv is None and not self._warned_missing:
+            log.warning("TAESDV previews are on but no file in models/vae_approx decodes these latents (%s); "
+                        "ComfyUI's own previews are used", type(latent_format).__name__)
+            self._warned_missing = True
+        return taesdv
 
     def state(self) -> dict:
         s = self.settings

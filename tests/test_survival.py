@@ -78,3 +78,54 @@ def test_a_replaced_checkpoint_is_reloaded_and_its_streams_restart_with_a_notice
         assert "restarted after 3 frames" in comfy.log()
     finally:
         os.remove(path)
+
+
+# -- 3, 4. preview models that cannot preview never fail a run -----------------------------------
+
+def preview_events(run):
+    return [m for m in run.messages if m["type"] == "taesdv.preview"]
+
+
+def test_an_encoder_only_file_is_refused_by_the_latent_preview_node(comfy, state_dict):
+    path = vae_approx(comfy, "taesdv_enc_only.pth")
+    torch.save({k: v for k, v in state_dict.items() if k.startswith("encoder.")}, path)
+    try:
+        graph = graphs.sampling_graph(frames=2, size=64, steps=2, preview={"budget_percent": 100})
+        graph["1"] = graphs.loader(name="taesdv_enc_only.pth")
+        run = comfy.run(graph)
+        assert not run.succeeded
+        assert run.error["node_type"] == "TAESDVLatentPreview"
+        assert re.search(r"'taesdv_enc_only.pth' .* has no decoder tensors", run.error_text()), run.error_text()
+    finally:
+        os.remove(path)
+    assert_still_serving(comfy)
+
+
+def test_any_preview_error_falls_back_to_comfyuis_previews_with_one_log_line(comfy):
+    graph = graphs.sampling_graph(frames=2, size=64, steps=3, preview={"budget_percent": 100})
+    graph["30"] = {"class_type": "TAESDVTest_BreakPreview", "inputs": {"taesdv": ["1", 0]}}
+    graph["20"]["inputs"]["taesdv"] = ["30", 0]
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    assert preview_events(run) == [] and len(run.of_type("progress")) >= 3
+    assert comfy.log().count("injected by TAESDVTest_BreakPreview") == 1
+
+
+def test_the_global_switch_skips_files_that_cannot_preview_and_remembers_failures(comfy, state_dict):
+    # sorted before taesdv.pth: a file that fails to load and one with only the encoder
+    broken, encoder_only = vae_approx(comfy, "taesdv-broken.pth"), vae_approx(comfy, "taesdv-encoder.pth")
+    with open(broken, "wb") as f:
+        f.write(b"not a checkpoint at all")
+    torch.save({k: v for k, v in state_dict.items() if k.startswith("encoder.")}, encoder_only)
+    assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0})[0] == 200
+    try:
+        for _ in range(2):
+            graph = graphs.sampling_graph(frames=2, size=64, steps=2)
+            run = comfy.run(graph)
+            assert run.succeeded, run.error_text()
+            assert len(preview_events(run)) == 2  # taesdv.pth, the first file that fits
+        assert comfy.log().count("skipping taesdv-broken.pth") == 1  # not re-read on the second run
+    finally:
+        comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05})
+        os.remove(broken)
+        os.remove(encoder_only)

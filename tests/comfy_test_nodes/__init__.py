@@ -166,6 +166,30 @@ class TestInjectOutOfMemory(io.ComfyNode):
         return io.NodeOutput(taesdv)
 
 
+class TestBreakPreview(io.ComfyNode):
+    """Makes this TAESDV's previews fail as they are set up (any error, not only out-of-memory)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_BreakPreview", category="testing",
+                         inputs=[TAESDV.Input("taesdv")], outputs=[TAESDV.Output()])
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return float("nan")
+
+    @classmethod
+    def execute(cls, taesdv):
+        import copy
+
+        broken = copy.copy(taesdv)
+
+        def preview_decoder(device):
+            raise RuntimeError("injected by TAESDVTest_BreakPreview")
+        broken.preview_decoder = preview_decoder
+        return io.NodeOutput(broken)
+
+
 class TestServerStats(io.ComfyNode):
     """Process memory, threads and TAESDV stream counts of the server, as UI output."""
 
@@ -196,7 +220,7 @@ class TestServerStats(io.ComfyNode):
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
         return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestConditioning, TestHookState,
-                TestInjectOutOfMemory, TestServerStats]
+                TestInjectOutOfMemory, TestBreakPreview, TestServerStats]
 
 
 async def comfy_entrypoint():

@@ -33,6 +33,8 @@ def latent_to_clips(samples: dict, latent_scale: float) -> torch.Tensor:
     if not isinstance(samples, dict) or "samples" not in samples:
         raise InputError("samples must be a LATENT (a dict with 'samples')")
     x = samples["samples"]
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"samples must be a LATENT whose 'samples' is a tensor, got {type(x).__name__}")
     if getattr(x, "is_nested", False):
         raise InputError("samples is a nested (multi-shape) latent; TAESDV decodes one SD video latent at a time")
     if x.ndim == 4:  # AnimateDiff / AnimateLCM / SVD: the batch is the frames of one clip

@@ -13,6 +13,7 @@ from .managed_model import DTYPE_CHOICES, ManagedAutoencoder
 
 from .common import CATEGORY, TAESDVModel
 from .stream import STREAM_STORE
+from .validation import check_inputs
 
 # vae_approx also holds the image TAESDs and the TAEHV family; they are not offered here.
 OTHER_TINY_AUTOENCODERS = ("taesd_", "taesdxl_", "taesd3_", "taef1_", "taef2", "taehv", "taew", "lighttae", "taeltx", "taehy", "taecog", "taeos", "taemochi")
@@ -67,6 +68,7 @@ class LoadTAESDV(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str, dtype: str) -> io.NodeOutput:
+        check_inputs(cls, model_name=model_name, dtype=dtype)
         if dtype not in DTYPE_CHOICES:
             raise InputError(f"dtype '{dtype}' is not one of {', '.join(DTYPE_CHOICES)}")
         path = folder_paths.get_full_path("vae_approx", model_name)

@@ -17,6 +17,7 @@ from aiohttp import web
 from ..taesdv_core.errors import CheckpointError
 from ..taesdv_core.preview import PROTOCOL_VERSION, PreviewSettings
 from .managed_model import ManagedAutoencoder
+from .validation import check_bool, check_number
 
 log = logging.getLogger("taesdv")
 
@@ -121,14 +122,10 @@ class PreviewService:
         max_size = body.get("max_size", s.max_size)
         fps = body.get("fps", s.fps)
         budget = body.get("budget", s.budget)
-        if not isinstance(enabled, bool):
-            raise ValueError("enabled must be true or false")
-        if not isinstance(max_size, int) or not 32 <= max_size <= 2048:
-            raise ValueError("max_size must be an integer from 32 to 2048 (pixels)")
-        if not isinstance(fps, (int, float)) or not 1 <= fps <= 60:
-            raise ValueError("fps must be from 1 to 60")
-        if not isinstance(budget, (int, float)) or not 0.001 <= budget <= 1:
-            raise ValueError("budget must be a fraction from 0.001 to 1")
+        enabled = check_bool("enabled", enabled)
+        max_size = check_number("max_size", max_size, 32, 2048, integer=True)  # pixels
+        fps = check_number("fps", fps, 1, 60)
+        budget = check_number("budget", budget, 0.001, 1)  # a fraction of the sampler's time
         self.enabled = enabled
         self.settings = PreviewSettings(max_size=max_size, fps=float(fps), budget=float(budget), quality=s.quality)
         return self.state()
@@ -156,7 +153,9 @@ def register_routes() -> None:
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
             return web.json_response(SERVICE.update(body))
-        except ValueError as e:
+        except RecursionError:  # a deeply nested body: refused, not a server error
+            return web.json_response({"error": "the JSON body is nested too deeply"}, status=400)
+        except ValueError as e:  # InputError included
             return web.json_response({"error": str(e)}, status=400)
 
     @routes.post("/taesdv/preview/client")
@@ -164,10 +163,14 @@ def register_routes() -> None:
         """The extension announces its websocket client id: it plays clips, so no contact sheets."""
         try:
             body = await request.json()
-            client_id = body.get("client_id") if isinstance(body, dict) else None
+        except RecursionError:
+            return web.json_response({"error": "the JSON body is nested too deeply"}, status=400)
         except ValueError:
-            client_id = None
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= 256:
+            return web.json_response({"error": "expected a JSON object {\"client_id\": ...}"}, status=400)
+        client_id = body.get("client_id") if isinstance(body, dict) else None
+        if not isinstance(client_id, str) or not client_id:
             return web.json_response({"error": "client_id must be a non-empty string"}, status=400)
+        if len(client_id) > 256:
+            return web.json_response({"error": f"client_id is {len(client_id)} characters long; at most 256"}, status=400)
         SERVICE.clients.add(client_id)
         return web.json_response({"protocol": PROTOCOL_VERSION})

@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..taesdv_core.streams import StreamStore
+from .validation import check_inputs
 from .common import CATEGORY, TAESDVModel, chunk_input, frames_to_image, latent_scale_input, latent_to_clips
 
 
@@ -60,6 +61,7 @@ class TAESDVStreamingDecode(io.ComfyNode):
     @classmethod
     def execute(cls, taesdv, samples: dict, stream_name: str, reset: bool, chunk_frames: int,
                 latent_scale: float) -> io.NodeOutput:
+        check_inputs(cls, taesdv=taesdv, stream_name=stream_name, reset=reset, chunk_frames=chunk_frames, latent_scale=latent_scale)
         clips = latent_to_clips(samples, latent_scale)
         frames, stream, notice = taesdv.decode_stream(stream_name, clips, reset=reset, chunk_frames=chunk_frames or None)
         if notice is None:

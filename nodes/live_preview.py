@@ -22,6 +22,19 @@ from .preview_service import SERVICE, SPEC_KEY, PreviewSpec
 log = logging.getLogger("taesdv")
 
 EVENT = "taesdv.preview"
+# Messages waiting in the server's outgoing queue above which a preview is skipped: the send loop
+# awaits each client in turn, so one client that stops reading backs the queue up for everyone,
+# and previews (the largest messages) must not grow it without bound.
+MAX_BACKLOG = 32
+
+
+def outgoing_backlog(server) -> int:
+    """Messages ComfyUI has queued but not yet sent (PromptServer.messages, an asyncio.Queue)."""
+    queue = getattr(server, "messages", None)
+    try:
+        return queue.qsize() if queue is not None else 0
+    except Exception:
+        return 0
 
 
 def _server():
@@ -60,9 +73,17 @@ class SamplerPreview:
                                    interrupt_types=(mm.InterruptProcessingException,))
         self.identity = _node_identity()
         self.sequence = 0
+        self.skipped_for_backlog = 0
 
     def __call__(self, step: int, x0, total_steps: int):
         """Preview one step; returns ComfyUI's standard preview tuple (or None when skipped)."""
+        backlog = outgoing_backlog(_server())
+        if backlog > MAX_BACKLOG:
+            if not self.skipped_for_backlog:
+                log.warning("TAESDV previews skipped: %d messages wait to be sent (a client is not reading); "
+                            "previews resume when the queue drains", backlog)
+            self.skipped_for_backlog += 1
+            return None
         clip = self.previewer.render(step, total_steps, x0)
         if clip is None:
             return None

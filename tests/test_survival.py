@@ -129,3 +129,28 @@ def test_the_global_switch_skips_files_that_cannot_preview_and_remembers_failure
         comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05})
         os.remove(broken)
         os.remove(encoder_only)
+
+
+# -- 2. an interrupted piece leaves the stream as it was -----------------------------------------
+
+def test_an_interrupted_stream_piece_is_not_half_committed(comfy):
+    stream_name = unique("interrupted")
+    _, head = run_piece(comfy, stream_name, 0, 2, seed=63, frames=42, height=32, width=32, reset=True)
+    graph, name = piece_graph(stream_name, 2, 40, seed=63, frames=42, height=32, width=32)
+    graph["3"]["inputs"]["chunk_frames"] = 1  # many chunks: the interrupt lands mid-piece
+    sent = {}
+
+    def on_message(msg):
+        if not sent and isinstance(msg, dict) and msg["type"] == "progress" and msg["data"].get("node") == "3":
+            sent["at"] = msg["data"]["value"]
+            threading.Thread(target=comfy.interrupt).start()
+
+    run = comfy.run(graph, on_message=on_message)
+    assert run.of_type("execution_interrupted") and 0 < sent["at"] < 40
+    _, rest = run_piece(comfy, stream_name, 2, 40, seed=63, frames=42, height=32, width=32)  # the same piece again
+    whole = {"1": graphs.loader(), "2": graphs.latent_clip(frames=42, height=32, width=32, seed=63), "3": graphs.decode(),
+             "4": graphs.save_tensor(whole_name := unique("whole"), images="3")}
+    assert comfy.run(whole).succeeded
+    expected = saved(comfy, whole_name)["images"]
+    assert rest.shape[0] == 40
+    assert (torch.cat([head, rest]) - expected).abs().max() < 1e-5

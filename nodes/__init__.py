@@ -13,6 +13,7 @@ from .load import LoadTAESDV
 from .preview import TAESDVLatentPreview
 from .preview_service import register_routes
 from .stream import TAESDVStreamingDecode
+from .validation import install_prompt_check
 
 NODES: list[type[io.ComfyNode]] = [LoadTAESDV, TAESDVDecodeBatch, TAESDVStreamingDecode, TAESDVEncode, TAESDVLatentPreview]
 
@@ -21,6 +22,7 @@ def activate() -> None:
     """Routes and the preview hook; idempotent (0.3.75 never calls on_load, newer hosts may)."""
     register_routes()
     install_sampler_preview_hook()
+    install_prompt_check()
 
 
 class TAESDVExtension(ComfyExtension):

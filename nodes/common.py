@@ -35,6 +35,8 @@ def latent_to_clips(samples: dict, decoder, latent_scale: float) -> torch.Tensor
     if not isinstance(samples, dict) or "samples" not in samples:
         raise InputError("samples must be a LATENT (a dict with 'samples')")
     x = samples["samples"]
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"samples must be a LATENT whose 'samples' is a tensor, got {type(x).__name__}")
     if getattr(x, "is_nested", False):
         raise InputError("samples is a nested (multi-shape) latent; decode one video latent at a time")
     if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from .validation import check_inputs
 from .common import CATEGORY, TAESDVModel, chunk_input, frames_to_image, latent_scale_input, latent_to_clips
 
 
@@ -28,6 +29,7 @@ class TAESDVDecodeBatch(io.ComfyNode):
 
     @classmethod
     def execute(cls, taesdv, samples: dict, chunk_frames: int, latent_scale: float) -> io.NodeOutput:
+        check_inputs(cls, taesdv=taesdv, chunk_frames=chunk_frames, latent_scale=latent_scale)
         clips = latent_to_clips(samples, taesdv.decoder, latent_scale)
         frames = taesdv.decode(clips, chunk_frames or None)
         return io.NodeOutput(frames_to_image(frames))

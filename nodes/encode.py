@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from .validation import check_inputs
 from .common import CATEGORY, TAESDVModel, chunk_input, clips_to_latent, image_to_frames, latent_scale_input
 
 
@@ -26,5 +27,6 @@ class TAESDVEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, taesdv, pixels, chunk_frames: int, latent_scale: float) -> io.NodeOutput:
+        check_inputs(cls, taesdv=taesdv, chunk_frames=chunk_frames, latent_scale=latent_scale)
         latents = taesdv.encode(image_to_frames(pixels), chunk_frames or None)
         return io.NodeOutput(clips_to_latent(latents, taesdv.encoder, latent_scale))

@@ -38,7 +38,13 @@ def install_sampler_preview_hook() -> bool:
             use_taesdv = False
         if not use_taesdv:
             return original(model, steps, x0_output_dict)
-        return build_callback(model, steps, spec, x0_output_dict)
+        try:
+            return build_callback(model, steps, spec, x0_output_dict)
+        except Exception as e:  # e.g. a model without a decoder: ComfyUI's previews, one log line
+            log.warning("TAESDV previews unavailable for this run (%s); using ComfyUI's previewer", e)
+            callback = original(model, steps, x0_output_dict)
+            callback.taesdv_preview = None  # decided: the node's sampling wrapper leaves it alone
+            return callback
 
     prepare_callback.taesdv_hook = True
     prepare_callback.__wrapped__ = original

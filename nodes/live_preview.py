@@ -24,6 +24,19 @@ from .preview_service import SERVICE, SPEC_KEY, PreviewSpec
 log = logging.getLogger("taesdv")
 
 EVENT = "taesdv.preview"
+# Messages waiting in the server's outgoing queue above which a preview is skipped: the send loop
+# awaits each client in turn, so one client that stops reading backs the queue up for everyone,
+# and previews (the largest messages) must not grow it without bound.
+MAX_BACKLOG = 32
+
+
+def outgoing_backlog(server) -> int:
+    """Messages ComfyUI has queued but not yet sent (PromptServer.messages, an asyncio.Queue)."""
+    queue = getattr(server, "messages", None)
+    try:
+        return queue.qsize() if queue is not None else 0
+    except Exception:
+        return 0
 
 
 def _server():
@@ -63,9 +76,17 @@ class SamplerPreview:
                                    prepare=lambda x0: latent_spaces.x0_to_decoder(decoder, latent_format, x0))
         self.identity = _node_identity()
         self.sequence = 0
+        self.skipped_for_backlog = 0
 
     def __call__(self, step: int, x0, total_steps: int):
         """Preview one step; returns ComfyUI's standard preview tuple (or None when skipped)."""
+        backlog = outgoing_backlog(_server())
+        if backlog > MAX_BACKLOG:
+            if not self.skipped_for_backlog:
+                log.warning("TAESDV previews skipped: %d messages wait to be sent (a client is not reading); "
+                            "previews resume when the queue drains", backlog)
+            self.skipped_for_backlog += 1
+            return None
         clip = self.previewer.render(step, total_steps, x0)
         if clip is None:
             return None
@@ -97,6 +118,17 @@ def build_callback(model_patcher, steps: int, spec: PreviewSpec, x0_output_dict=
     """
     preview = SamplerPreview(spec, model_patcher.load_device, model_patcher.model.latent_format)
     pbar = comfy.utils.ProgressBar(steps)
+    fallback = {"failed": False, "previewer": None}
+
+    def own_preview(x0):
+        """ComfyUI's own preview of a step, after a TAESDV preview failed (None where it has none)."""
+        if fallback["previewer"] is None:
+            import latent_preview
+
+            fallback["previewer"] = latent_preview.get_previewer(model_patcher.load_device,
+                                                                 model_patcher.model.latent_format) or False
+        previewer = fallback["previewer"]
+        return previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
 
     def callback(step, x0, x, total_steps):
         if inner is not None:
@@ -104,7 +136,20 @@ def build_callback(model_patcher, steps: int, spec: PreviewSpec, x0_output_dict=
         elif x0_output_dict is not None:
             x0_output_dict["x0"] = x0
         mm.throw_exception_if_processing_interrupted()  # before spending time on a preview
-        still = preview(step, x0, total_steps)
+        still = None
+        try:
+            if not fallback["failed"]:
+                still = preview(step, x0, total_steps)
+            elif inner is None:
+                still = own_preview(x0)
+        except mm.InterruptProcessingException:
+            raise
+        except Exception as e:  # a preview never fails the run: ComfyUI's own previews from here on
+            if not fallback["failed"]:
+                log.warning("TAESDV preview failed (%s: %s); using ComfyUI's previewer for the rest of this run",
+                            type(e).__name__, e)
+            fallback["failed"] = True
+            still = None
         if inner is None or still is not None:
             pbar.update_absolute(step + 1, total_steps, still)
 
@@ -126,7 +171,11 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     if (spec is not None and spec.taesdv.serves(guider.model_patcher.model.latent_format)
             and not hasattr(callback, "taesdv_preview")):
         steps = max(1, len(args[3]) - 1) if len(args) > 3 else 1
-        callback = build_callback(guider.model_patcher, steps, spec, inner=callback)
+        try:
+            callback = build_callback(guider.model_patcher, steps, spec, inner=callback)
+        except Exception as e:  # keep the sampler's own callback (ComfyUI's previews)
+            log.warning("TAESDV previews unavailable for this run (%s); using ComfyUI's previewer", e)
+            return executor(*args, **kwargs)
         if len(args) > 5:
             args[5] = callback
         else:

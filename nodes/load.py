@@ -7,10 +7,13 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..taesdv_core import OFFICIAL_URL, load_taesdv
+from ..taesdv_core.checkpoint import file_fingerprint
 from ..taesdv_core.errors import CheckpointError, InputError
 from .managed_model import DTYPE_CHOICES, ManagedAutoencoder
 
 from .common import CATEGORY, TAESDVModel
+from .stream import STREAM_STORE
+from .validation import check_inputs
 
 # vae_approx also holds the image TAESDs and the TAEHV family; they are not offered here.
 OTHER_TINY_AUTOENCODERS = ("taesd_", "taesdxl_", "taesd3_", "taef1_", "taef2", "taehv", "taew", "lighttae", "taeltx", "taehy", "taecog", "taeos", "taemochi")
@@ -57,10 +60,33 @@ class LoadTAESDV(io.ComfyNode):
         return True
 
     @classmethod
+    def fingerprint_inputs(cls, model_name: str, dtype: str) -> str:
+        """The file as it is now (size, mtime, inode, a hash of small files): a replaced file
+        changes it, so ComfyUI runs the loader again instead of reusing the old weights."""
+        path = folder_paths.get_full_path("vae_approx", model_name) if isinstance(model_name, str) else None
+        return file_fingerprint(path) if path else "missing"
+
+    @classmethod
     def execute(cls, model_name: str, dtype: str) -> io.NodeOutput:
+        check_inputs(cls, model_name=model_name, dtype=dtype)
         if dtype not in DTYPE_CHOICES:
             raise InputError(f"dtype '{dtype}' is not one of {', '.join(DTYPE_CHOICES)}")
         path = folder_paths.get_full_path("vae_approx", model_name)
         if path is None:
             raise CheckpointError(f"model_name '{model_name}' was not found in models/vae_approx")
-        return io.NodeOutput(ManagedAutoencoder(load_taesdv(path), dtype, name=model_name))
+        return io.NodeOutput(load_managed(path, dtype, model_name))
+
+
+def weights_identity(path: str) -> str:
+    """What streams are tied to: the content hash of a small file (a touched file keeps its streams),
+    else its whole fingerprint."""
+    fingerprint = file_fingerprint(path)
+    parts = fingerprint.split(":")
+    return "blake2b:" + parts[4] if len(parts) == 5 else fingerprint
+
+
+def load_managed(path: str, dtype: str = "auto", name: str | None = None) -> ManagedAutoencoder:
+    """A checkpoint file as a ManagedAutoencoder whose streams live in the extension's STREAM_STORE."""
+    weights = weights_identity(path)
+    return ManagedAutoencoder(load_taesdv(path), dtype, name=name or os.path.basename(path),
+                              streams=STREAM_STORE, weights_id=weights)

@@ -45,8 +45,13 @@ class ManagedAutoencoder:
     may be None) and a `description` of what the file is.
     """
 
-    def __init__(self, model: torch.nn.Module, dtype: str = "auto", name: str = "taesdv"):
+    def __init__(self, model: torch.nn.Module, dtype: str = "auto", name: str = "taesdv",
+                 streams: StreamStore | None = None, weights_id: object = None):
+        """streams: the server-wide store of named streams (nodes.stream.STREAM_STORE); a private
+        one when None. weights_id: identity of the weights (the file's fingerprint), which streams
+        are tied to; this object's id when None."""
         self.name = name
+        self.weights_id = weights_id if weights_id is not None else f"object:{id(model)}"
         self.description = getattr(model, "description", name)
         self.load_device = mm.vae_device()
         self.offload_device = mm.vae_offload_device()
@@ -58,7 +63,7 @@ class ManagedAutoencoder:
         engine.allow_tf32(self.model, dtype == "tf32")  # fp32 is exact fp32; tf32 lets CUDA convs use TF32
         self.patcher = comfy.model_patcher.ModelPatcher(self.model, load_device=self.load_device,
                                                         offload_device=self.offload_device)
-        self.streams = StreamStore(self.model.decoder) if self.model.decoder is not None else None
+        self.streams = streams if streams is not None else StreamStore()
         self._preview_decoders: dict[tuple, torch.nn.Module] = {}
 
     @property
@@ -133,13 +138,13 @@ class ManagedAutoencoder:
                              out_device=mm.intermediate_device(), free_bytes=free, layout="NTHWC")
 
     def decode_stream(self, name: str, latents: torch.Tensor, reset: bool = False,
-                      chunk_frames: int | None = None) -> tuple[torch.Tensor, engine.DecodeStream]:
-        """Decode the next piece of the named stream (created if new, restarted if `reset`)."""
-        self.require("decoder")
-        stream = self.streams.get(name, reset=reset)
+                      chunk_frames: int | None = None) -> tuple[torch.Tensor, engine.DecodeStream, str | None]:
+        """Decode the next piece of the named stream (created if new, restarted if `reset` or if
+        it was made with other weights: then the notice says so, else it is None)."""
+        stream, notice = self.streams.open(name, self.decoder, self.weights_id, reset=reset)
         frames = self.decode(latents, chunk_frames, stream=stream)
         self.streams.enforce_bounds(keep=name)
-        return frames, stream
+        return frames, stream, notice
 
     def encode(self, frames: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """frames NTCHW in [0, 1] -> latents NTCHW in the encoder's output space, on the intermediate device."""

@@ -5,6 +5,7 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..taesdv_core.preview import PreviewSettings
+from .validation import check_inputs
 from .common import CATEGORY, TAESDVModel
 from .live_preview import outer_sample_wrapper
 from .preview_service import SPEC_KEY, PreviewSpec
@@ -36,6 +37,8 @@ class TAESDVLatentPreview(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, taesdv, max_size: int, fps: float, budget_percent: float) -> io.NodeOutput:
+        check_inputs(cls, model=model, taesdv=taesdv, max_size=max_size, fps=fps, budget_percent=budget_percent)
+        taesdv.require("decoder")  # an encoder-only file cannot preview: say so here, not mid-sampling
         model = model.clone()
         settings = PreviewSettings(max_size=max_size, fps=fps, budget=budget_percent / 100.0)
         model.model_options.setdefault("transformer_options", {})[SPEC_KEY] = PreviewSpec(taesdv, settings)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import folder_paths
 from aiohttp import web
 
-from ..taesdv_core import load_taesdv
 from ..taesdv_core.errors import CheckpointError
 from ..taesdv_core.preview import PROTOCOL_VERSION, PreviewSettings
 from .managed_model import ManagedAutoencoder
 from .preview_http import register_latest_route
+from .validation import check_bool, check_number
 
 log = logging.getLogger("taesdv")
 
@@ -61,7 +61,9 @@ class PreviewService:
         self.clients = ExtensionClients()
         self.enabled = os.environ.get("TAESDV_PREVIEW", "").lower() in ("1", "true", "yes", "on")
         self.settings = PreviewSettings()
-        self._global_model: tuple[tuple, ManagedAutoencoder] | None = None
+        # file identity (path, size, mtime_ns) -> the loaded model, or None: it failed to load (the
+        # reason was logged once) or serves no latents asked for so far; re-read only when it changes
+        self._loaded: dict[tuple, ManagedAutoencoder | None] = {}
         self._warned_missing = False
 
     def spec_for(self, model_patcher) -> PreviewSpec | None:
@@ -69,27 +71,45 @@ class PreviewService:
         spec = model_patcher.model_options.get("transformer_options", {}).get(SPEC_KEY)
         if spec is not None or not self.enabled:
             return spec
-        taesdv = self.global_model()
+        taesdv = self.global_model(model_patcher.model.latent_format)
         return PreviewSpec(taesdv, self.settings) if taesdv is not None else None
 
-    def global_model(self) -> ManagedAutoencoder | None:
-        from .load import plausible_checkpoints
+    def global_model(self, latent_format) -> ManagedAutoencoder | None:
+        """The first loadable file of models/vae_approx whose model serves `latent_format`.
+
+        A file that fails to load is remembered by its identity (path, size, mtime) and skipped
+        until it changes; the next file that fits is used instead.
+        """
+        from .load import load_managed, plausible_checkpoints
 
         names = plausible_checkpoints(folder_paths.get_filename_list("vae_approx"))
-        if not names:
-            if not self._warned_missing:
-                log.warning("TAESDV previews are on but models/vae_approx has no taesdv.pth; previews skipped")
-                self._warned_missing = True
-            return None
-        path = folder_paths.get_full_path("vae_approx", names[0])
-        key = (path, os.path.getmtime(path))
-        if self._global_model is None or self._global_model[0] != key:
+        identities = []
+        for name in names:
+            path = folder_paths.get_full_path("vae_approx", name)
             try:
-                self._global_model = (key, ManagedAutoencoder(load_taesdv(path), name=names[0]))
-            except CheckpointError as e:
-                log.warning("TAESDV previews: %s", e)
-                return None
-        return self._global_model[1]
+                st = os.stat(path)
+            except (OSError, TypeError):
+                continue
+            key = (path, st.st_size, st.st_mtime_ns)
+            identities.append(key)
+            if key not in self._loaded:
+                try:
+                    self._loaded[key] = load_managed(path, name=name)
+                except (CheckpointError, OSError, RuntimeError) as e:
+                    log.warning("TAESDV previews: skipping %s: %s", name, e)
+                    self._loaded[key] = None
+            taesdv = self._loaded[key]
+            if taesdv is not None and taesdv.serves(latent_format):
+                break
+        else:
+            taesdv = None
+        for key in [k for k in self._loaded if k not in identities]:  # files replaced or removed
+            del self._loaded[key]
+        if taesdv is None and not self._warned_missing:
+            log.warning("TAESDV previews are on but no file in models/vae_approx decodes these latents (%s); "
+                        "ComfyUI's own previews are used", type(latent_format).__name__)
+            self._warned_missing = True
+        return taesdv
 
     def state(self) -> dict:
         s = self.settings
@@ -103,14 +123,10 @@ class PreviewService:
         max_size = body.get("max_size", s.max_size)
         fps = body.get("fps", s.fps)
         budget = body.get("budget", s.budget)
-        if not isinstance(enabled, bool):
-            raise ValueError("enabled must be true or false")
-        if not isinstance(max_size, int) or not 32 <= max_size <= 2048:
-            raise ValueError("max_size must be an integer from 32 to 2048 (pixels)")
-        if not isinstance(fps, (int, float)) or not 1 <= fps <= 60:
-            raise ValueError("fps must be from 1 to 60")
-        if not isinstance(budget, (int, float)) or not 0.001 <= budget <= 1:
-            raise ValueError("budget must be a fraction from 0.001 to 1")
+        enabled = check_bool("enabled", enabled)
+        max_size = check_number("max_size", max_size, 32, 2048, integer=True)  # pixels
+        fps = check_number("fps", fps, 1, 60)
+        budget = check_number("budget", budget, 0.001, 1)  # a fraction of the sampler's time
         self.enabled = enabled
         self.settings = PreviewSettings(max_size=max_size, fps=float(fps), budget=float(budget), quality=s.quality)
         return self.state()
@@ -139,7 +155,9 @@ def register_routes() -> None:
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
             return web.json_response(SERVICE.update(body))
-        except ValueError as e:
+        except RecursionError:  # a deeply nested body: refused, not a server error
+            return web.json_response({"error": "the JSON body is nested too deeply"}, status=400)
+        except ValueError as e:  # InputError included
             return web.json_response({"error": str(e)}, status=400)
 
     @routes.post("/taesdv/preview/client")
@@ -147,10 +165,14 @@ def register_routes() -> None:
         """The extension announces its websocket client id: it plays clips, so no contact sheets."""
         try:
             body = await request.json()
-            client_id = body.get("client_id") if isinstance(body, dict) else None
+        except RecursionError:
+            return web.json_response({"error": "the JSON body is nested too deeply"}, status=400)
         except ValueError:
-            client_id = None
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= 256:
+            return web.json_response({"error": "expected a JSON object {\"client_id\": ...}"}, status=400)
+        client_id = body.get("client_id") if isinstance(body, dict) else None
+        if not isinstance(client_id, str) or not client_id:
             return web.json_response({"error": "client_id must be a non-empty string"}, status=400)
+        if len(client_id) > 256:
+            return web.json_response({"error": f"client_id is {len(client_id)} characters long; at most 256"}, status=400)
         SERVICE.clients.add(client_id)
         return web.json_response({"protocol": PROTOCOL_VERSION})

@@ -3,7 +3,28 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..taesdv_core.streams import StreamStore
+from .validation import check_inputs
 from .common import CATEGORY, TAESDVModel, chunk_input, frames_to_image, latent_scale_input, latent_to_clips
+
+
+# The extension's one store of named streams, shared by every loaded model: a stream belongs to
+# its name and its weights (the checkpoint file's fingerprint), so it continues across loader
+# re-runs, model unloads and offloads; a server restart starts every stream afresh.
+STREAM_STORE = StreamStore()
+
+
+def _tell_user(notice: str) -> None:
+    """Show a notice as text on the running node (ComfyUI's progress text), besides the log."""
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+
+        ctx = get_executing_context()
+        if ctx is not None:
+            PromptServer.instance.send_progress_text(notice, ctx.node_id)
+    except Exception:  # outside a prompt, or an older host: the log line is enough
+        pass
 
 
 class TAESDVStreamingDecode(io.ComfyNode):
@@ -17,7 +38,7 @@ class TAESDVStreamingDecode(io.ComfyNode):
                         "name, until the next queue run: the pieces join without seams, and memory stays constant "
                         "for any length. Made for real-time video-to-video loops. The last 16 streams are kept.",
             inputs=[
-                TAESDVModel.Input("taesdv", tooltip="From Load TAESDV; streams live with this loaded model."),
+                TAESDVModel.Input("taesdv", tooltip="From Load TAESDV; streams continue across loads of the same file."),
                 io.Latent.Input("samples", tooltip="The next frames of the clip (frames as the batch)."),
                 io.String.Input("stream_name", default="stream",
                                 tooltip="Pieces with the same name continue one clip. Use different names for clips "
@@ -40,6 +61,10 @@ class TAESDVStreamingDecode(io.ComfyNode):
     @classmethod
     def execute(cls, taesdv, samples: dict, stream_name: str, reset: bool, chunk_frames: int,
                 latent_scale: float) -> io.NodeOutput:
+        check_inputs(cls, taesdv=taesdv, stream_name=stream_name, reset=reset, chunk_frames=chunk_frames, latent_scale=latent_scale)
         clips = latent_to_clips(samples, taesdv.decoder, latent_scale)
-        frames, stream = taesdv.decode_stream(stream_name, clips, reset=reset, chunk_frames=chunk_frames or None)
-        return io.NodeOutput(frames_to_image(frames), stream.frames_decoded)
+        frames, stream, notice = taesdv.decode_stream(stream_name, clips, reset=reset, chunk_frames=chunk_frames or None)
+        if notice is None:
+            return io.NodeOutput(frames_to_image(frames), stream.frames_decoded)
+        _tell_user(notice)
+        return io.NodeOutput(frames_to_image(frames), stream.frames_decoded, ui={"text": [notice]})

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.chunk is not None and args.chunk < 1:
             raise InputError(f"--chunk {args.chunk}: give a positive number of frames")
+        if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= 240):
+            raise InputError(f"--fps {args.fps}: give a finite frame rate above 0 and at most 240")
+        if getattr(args, "max_frames", None) is not None and args.max_frames < 1:
+            raise InputError(f"--max-frames {args.max_frames}: give a positive number of frames")
         device = _device(args.device)
         model = load_taesdv(args.weights, dtype=_dtype(args.dtype, device), device=device)
         started = time.perf_counter()

@@ -35,6 +35,95 @@ def git_blob_id(path: str) -> str:
     return h.hexdigest()
 
 
+# Tiny autoencoders are a few MB (the largest real files ~100 MB): a file that declares more than
+# this is refused before any tensor data is read (a zip entry of DEFLATE-compressed zeros, or a
+# safetensors header that lies, would otherwise make the loader allocate gigabytes).
+MAX_DECLARED_BYTES = 1 << 30
+MAX_SAFETENSORS_HEADER = 16 << 20
+HASHED_FILE_BYTES = 64 << 20  # files up to this size are hashed into their fingerprint
+
+
+def file_fingerprint(path: str) -> str:
+    """Identity of a checkpoint file's weights as they are now: size, mtime_ns, ctime_ns and inode
+    (a replaced file changes ctime even when its mtime is copied), plus a content hash for files
+    up to HASHED_FILE_BYTES. Equal fingerprints: the same weights; "missing" for no file."""
+    import hashlib
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    parts = [str(st.st_size), str(st.st_mtime_ns), str(st.st_ctime_ns), str(st.st_ino)]
+    if st.st_size <= HASHED_FILE_BYTES:
+        h = hashlib.blake2b(digest_size=16)
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return "unreadable:" + ":".join(parts)
+        parts.append(h.hexdigest())
+    return ":".join(parts)
+
+
+def _too_big(name: str, declared: int, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint '{name}' was refused: {what} declares {declared / 2**20:.0f} MiB of data, more than the "
+        f"{MAX_DECLARED_BYTES >> 20} MiB any tiny autoencoder needs (real files are a few MB); it is not a TAESDV "
+        f"checkpoint, or it is damaged. Nothing was loaded. Use the official taesdv.pth ({OFFICIAL_URL})"
+    )
+
+
+def check_declared_sizes(path: str, name: str, is_safetensors: bool) -> None:
+    """Refuse a file whose declared (uncompressed) contents exceed MAX_DECLARED_BYTES, reading only
+    its directory (zip) or header (safetensors), before any tensor data is read."""
+    import json
+    import struct
+    import zipfile
+
+    size = os.path.getsize(path)
+    if is_safetensors:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"checkpoint '{name}' is not a readable .safetensors file (truncated: {size} bytes)")
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > min(MAX_SAFETENSORS_HEADER, size - 8):
+                raise CheckpointError(f"checkpoint '{name}' is not a readable .safetensors file (the length of its header "
+                                      f"is impossible for a {size}-byte file)")
+            try:
+                header = json.loads(f.read(header_len))
+            except ValueError:
+                raise CheckpointError(f"checkpoint '{name}' is not a readable .safetensors file (its header is not "
+                                      "JSON)") from None
+        if not isinstance(header, dict):
+            raise CheckpointError(f"checkpoint '{name}' is not a readable .safetensors file (its header is not an object)")
+        data_bytes, declared = size - 8 - header_len, 0
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+            if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+                    or not 0 <= offsets[0] <= offsets[1] <= data_bytes):
+                raise CheckpointError(f"checkpoint '{name}' is not a readable .safetensors file (tensor '{key}' "
+                                      "points outside the file: truncated or corrupt)")
+            declared += offsets[1] - offsets[0]
+        if declared > MAX_DECLARED_BYTES:
+            raise _too_big(name, declared, "its header")
+        return
+    if size > MAX_DECLARED_BYTES:
+        raise _too_big(name, size, "the file itself")
+    if zipfile.is_zipfile(path):  # torch.save's format; the legacy format is bounded by the file size
+        try:
+            with zipfile.ZipFile(path) as archive:
+                declared = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise CheckpointError(f"checkpoint '{name}' could not be read: it looks truncated or corrupt "
+                                  f"({type(e).__name__}); download it again") from None
+        if declared > MAX_DECLARED_BYTES:
+            raise _too_big(name, declared, "its zip archive")
+
+
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a `.pth`/`.pt` (weights only) or `.safetensors` file, on the CPU."""
     name = os.path.basename(path)
@@ -47,6 +136,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         head = f.read(9)
     # safetensors: 8-byte little-endian header length, then a JSON header; whatever the extension
     is_safetensors = name.endswith((".safetensors", ".sft")) or (len(head) == 9 and head[8:9] == b"{")
+    check_declared_sizes(path, name, is_safetensors)
     if is_safetensors:
         try:
             from safetensors.torch import load_file
@@ -66,15 +156,15 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
                     "code when loaded, not only tensors. Nothing in it was executed. Use the official taesdv.pth "
                     f"({OFFICIAL_URL}) or a .safetensors file."
                 ) from None
-            detail = re.search(r"(Unsupported operand \d+|invalid load key[^.]*)", text)
+            # never quote the file's bytes (e.g. "invalid load key, 'r'"): a link may point at a private file
+            detail = "unsupported pickle operation" if "Unsupported operand" in text else "not a pickle of tensors"
             raise CheckpointError(
                 f"checkpoint '{name}' is not a PyTorch or safetensors file of plain tensors (the safe loader refused "
-                f"it: {detail.group(1) if detail else text.splitlines()[0]}); nothing in it was executed"
+                f"it: {detail}); nothing in it was executed"
             ) from None
         except Exception as e:  # torch's safe unpickler raises many types on corrupt bytes; none executes code
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(
-                f"checkpoint '{name}' could not be read: it looks truncated or corrupt ({first}); "
+                f"checkpoint '{name}' could not be read: it looks truncated or corrupt ({type(e).__name__}); "
                 f"download it again and check its git blob id ({OFFICIAL_BLOB_ID})"
             ) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):

@@ -1,4 +1,12 @@
-"""A bounded store of named decode streams (for decoding that continues across queue runs)."""
+"""A bounded store of named decode streams (for decoding that continues across queue runs).
+
+A stream belongs to its name and to the weights that decode it, not to a loaded model object:
+the store is meant to be one per process (ComfyUI: `nodes.stream.STREAM_STORE`), so a stream
+continues when the loader runs again, when the model is unloaded or offloaded (the engine moves
+the state to the decoder's device and dtype), and when another model object holds the same
+weights. It restarts only on `reset`, when different weights come under the same name (the
+caller is told why), or when the process restarts.
+"""
 from __future__ import annotations
 
 import logging
@@ -12,16 +20,21 @@ log = logging.getLogger("taesdv")
 
 
 class StreamStore:
-    """Named `DecodeStream`s, least recently used evicted past `max_streams` or `max_bytes` of state."""
+    """Named `DecodeStream`s, least recently used evicted past `max_streams` or `max_bytes` of state.
 
-    def __init__(self, decoder: ChunkDecoder, max_streams: int = 16, max_bytes: int = 2 << 30):
+    Each stream remembers the identity of the weights it was decoded with (any hashable, e.g.
+    a file fingerprint); `decoder` binds a store made for one decoder only (the old API).
+    """
+
+    def __init__(self, decoder: ChunkDecoder | None = None, max_streams: int = 16, max_bytes: int = 2 << 30):
         self.decoder = decoder
         self.max_streams = max_streams
         self.max_bytes = max_bytes
         self._streams: OrderedDict[str, DecodeStream] = OrderedDict()
+        self._weights: dict[str, object] = {}
         # Names evicted mid-clip: continuing one would silently restart it (a visible seam), so it
-        # is refused until reset. Bounded, oldest forgotten first.
-        self._evicted: OrderedDict[str, None] = OrderedDict()
+        # is refused until reset. Bounded, oldest forgotten first. name -> weights identity
+        self._evicted: OrderedDict[str, object] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -32,22 +45,50 @@ class StreamStore:
     def state_bytes(self) -> int:
         return sum(s.state_bytes() for s in self._streams.values())
 
-    def get(self, name: str, reset: bool = False) -> DecodeStream:
-        """The stream called `name` (created empty if new), marked most recently used."""
+    def get(self, name: str, reset: bool = False, decoder: ChunkDecoder | None = None,
+            weights: object = None) -> DecodeStream:
+        """The stream called `name` (created empty if new), marked most recently used. See `open`."""
+        return self.open(name, decoder, weights, reset)[0]
+
+    def open(self, name: str, decoder: ChunkDecoder | None = None, weights: object = None,
+             reset: bool = False) -> tuple[DecodeStream, str | None]:
+        """The stream called `name` for `decoder` (whose weights are identified by `weights`),
+        created empty if new, marked most recently used; with a notice (or None) when the stream
+        was restarted for a reason other than `reset` (its weights changed)."""
+        decoder = decoder if decoder is not None else self.decoder
+        if decoder is None:
+            raise ValueError("StreamStore.open needs a decoder")
+        weights = weights if weights is not None else id(decoder)
+        notice = None
         if name in self._evicted:
-            if not reset:
+            changed = self._evicted[name] != weights
+            if not reset and not changed:
                 raise InputError(
                     f"stream_name '{name}' was evicted to keep memory bounded (at most {self.max_streams} streams); "
                     "its clip cannot continue seamlessly. Set reset to start it again, or use fewer stream names."
                 )
             del self._evicted[name]
+            if changed and not reset:
+                notice = (f"stream '{name}' restarted: it was made with other weights (the checkpoint file was "
+                          "replaced or another one is loaded), whose state cannot continue with these")
         stream = self._streams.pop(name, None)
         if stream is None:
-            stream = DecodeStream(self.decoder)
-        elif reset:
-            stream.reset()
+            stream = DecodeStream(decoder)
+        else:
+            if self._weights.get(name) != weights:
+                if not reset and stream.frames_decoded:
+                    notice = (f"stream '{name}' restarted after {stream.frames_decoded} frames: it was made with "
+                              "other weights (the checkpoint file was replaced or another one is loaded), whose "
+                              "state cannot continue with these")
+                stream.reset()
+            elif reset:
+                stream.reset()
+            stream.decoder = decoder  # the same weights, maybe another model object (loader re-run)
         self._streams[name] = stream
-        return stream
+        self._weights[name] = weights
+        if notice:
+            log.warning("TAESDV: %s", notice)
+        return stream, notice
 
     def enforce_bounds(self, keep: str | None = None) -> list[str]:
         """Evict least recently used streams (never `keep`) until within bounds; returns their names."""
@@ -58,8 +99,9 @@ class StreamStore:
             if name == keep:
                 continue
             stream = self._streams.pop(name)
+            weights = self._weights.pop(name, None)
             if stream.frames_decoded:
-                self._evicted[name] = None
+                self._evicted[name] = weights
                 while len(self._evicted) > 256:
                     self._evicted.popitem(last=False)
             evicted.append(name)

@@ -198,6 +198,58 @@ class TestInjectOutOfMemory(io.ComfyNode):
         return io.NodeOutput(taesdv)
 
 
+class TestBreakPreview(io.ComfyNode):
+    """Makes this TAESDV's previews fail as they are set up (any error, not only out-of-memory)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_BreakPreview", category="testing",
+                         inputs=[TAESDV.Input("taesdv")], outputs=[TAESDV.Output()])
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return float("nan")
+
+    @classmethod
+    def execute(cls, taesdv):
+        import copy
+
+        broken = copy.copy(taesdv)
+
+        def preview_decoder(device):
+            raise RuntimeError("injected by TAESDVTest_BreakPreview")
+        broken.preview_decoder = preview_decoder
+        return io.NodeOutput(broken)
+
+
+class TestAnyValue(io.ComfyNode):
+    """Any value for the fuzz test, as LATENT, IMAGE, TAESDV and MODEL at once: a tensor of the given
+    shape, dtype and fill, wrapped as `wrap` says."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_AnyValue", category="testing",
+                         inputs=[io.String.Input("shape", default="2,4,4,4"), io.String.Input("dtype", default="float32"),
+                                 io.String.Input("fill", default="random"), io.String.Input("wrap", default="latent")],
+                         outputs=[io.Latent.Output(), io.Image.Output(), TAESDV.Output(), io.Model.Output()])
+
+    @classmethod
+    def execute(cls, shape, dtype, fill, wrap):
+        dims = [int(d) for d in shape.split(",") if d.strip()]
+        x = torch.randn(dims, generator=torch.Generator().manual_seed(0)).clamp(0, 1)
+        if fill == "nan":
+            x.view(-1)[:1] = float("nan")
+        elif fill == "inf":
+            x.view(-1)[:1] = float("inf")
+        elif fill == "huge":
+            x.fill_(3e38)
+        x = x.to(getattr(torch, dtype))
+        value = {"latent": {"samples": x}, "raw": x, "list": {"samples": x.tolist() if x.numel() < 64 else [1]},
+                 "string": {"samples": "text"}, "none": None, "empty_dict": {}, "nested": {"samples": torch.nested.nested_tensor([x.float(), x.float()]) if x.ndim else x},
+                 "tensor_list": [x]}[wrap]
+        return io.NodeOutput(value, value, value, value)
+
+
 class TestServerStats(io.ComfyNode):
     """Process memory, threads and TAESDV stream counts of the server, as UI output."""
 
@@ -265,7 +317,7 @@ class TestDeviceReport(io.ComfyNode):
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
         return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestTinyWanModel, TestConditioning, TestHookState,
-                TestInjectOutOfMemory, TestServerStats, TestDeviceReport]
+                TestInjectOutOfMemory, TestBreakPreview, TestAnyValue, TestServerStats, TestDeviceReport]
 
 
 async def comfy_entrypoint():

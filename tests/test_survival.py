@@ -1,0 +1,156 @@
+"""What survives what, on the real server (README, "Safety and limits"): streams across loader
+re-runs, model unloads and replaced files; interrupted pieces; memory checks of encode; the
+decode output without a second copy."""
+import os
+import re
+import threading
+import time
+
+import torch
+
+import graphs
+from reference_taesdv import official_layout_state_dict, reference_decode
+from test_comfy_nodes import clip_latents, saved, unique
+from test_reliability import assert_still_serving
+
+
+def vae_approx(comfy, name):
+    return os.path.join(comfy.base, "models", "vae_approx", name)
+
+
+def piece_graph(stream_name, start, count, seed, frames=8, reset=False, model=None, height=4, width=4):
+    name = unique("piece")
+    graph = {"1": model or graphs.loader(), "2": graphs.latent_clip(frames=frames, height=height, width=width, seed=seed,
+                                                                    start=start, count=count),
+             "3": graphs.stream(name=stream_name, reset=reset), "4": graphs.save_tensor(name, images="3")}
+    return graph, name
+
+
+def run_piece(comfy, *args, **kwargs):
+    graph, name = piece_graph(*args, **kwargs)
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    return run, saved(comfy, name)["images"]
+
+
+def expected_frames(sd, frames, seed, start=0, count=None, height=4, width=4):
+    latents = clip_latents(frames, height, width, seed=seed)
+    out = reference_decode(sd, latents).clamp(0, 1)[0].permute(0, 2, 3, 1)
+    return out[start:None if count is None else start + count]
+
+
+def free_models(comfy):
+    assert comfy.post_json("/free", {"unload_models": True, "free_memory": True})[0] == 200
+    time.sleep(1.0)  # /free is applied between prompts
+
+
+# -- 1. streams belong to their name and weights, not to the loader's object ---------------------
+
+def test_a_stream_continues_across_an_unload_and_a_loader_rerun(comfy, state_dict):
+    stream_name = unique("survive")
+    _, first = run_piece(comfy, stream_name, 0, 3, seed=61, reset=True)
+    free_models(comfy)  # ComfyUI drops its caches and unloads models: the loader runs again
+    _, second = run_piece(comfy, stream_name, 3, 3, seed=61)
+    # another loader object of the same file (other inputs: evicted from the cache's point of view)
+    _, third = run_piece(comfy, stream_name, 6, 2, seed=61, model=graphs.loader(dtype="fp32"))
+    expected = expected_frames(state_dict, 8, seed=61)
+    assert (torch.cat([first, second, third]) - expected).abs().max() < 1e-5
+
+
+def test_a_replaced_checkpoint_is_reloaded_and_its_streams_restart_with_a_notice(comfy):
+    path = vae_approx(comfy, "taesdv_replaced.pth")
+    old, new = official_layout_state_dict(seed=3), official_layout_state_dict(seed=4)
+    torch.save(old, path)
+    try:
+        model = graphs.loader(name="taesdv_replaced.pth")
+        stream_name = unique("replaced")
+        _, first = run_piece(comfy, stream_name, 0, 3, seed=62, reset=True, model=model)
+        assert (first - expected_frames(old, 8, seed=62, count=3)).abs().max() < 1e-5
+        torch.save(new, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        run, second = run_piece(comfy, stream_name, 3, 3, seed=62, model=model)
+        # the new weights decode the piece as a new clip's start
+        latents = clip_latents(8, seed=62)[:, 3:6]
+        fresh = reference_decode(new, latents).clamp(0, 1)[0].permute(0, 2, 3, 1)
+        assert (second - fresh).abs().max() < 1e-5
+        notices = run.outputs("3").get("text", [])
+        assert notices and re.search(r"restarted after 3 frames: it was made with other weights", notices[0]), run.history
+        assert "restarted after 3 frames" in comfy.log()
+    finally:
+        os.remove(path)
+
+
+# -- 3, 4. preview models that cannot preview never fail a run -----------------------------------
+
+def preview_events(run):
+    return [m for m in run.messages if m["type"] == "taesdv.preview"]
+
+
+def test_an_encoder_only_file_is_refused_by_the_latent_preview_node(comfy, state_dict):
+    path = vae_approx(comfy, "taesdv_enc_only.pth")
+    torch.save({k: v for k, v in state_dict.items() if k.startswith("encoder.")}, path)
+    try:
+        graph = graphs.sampling_graph(frames=2, size=64, steps=2, preview={"budget_percent": 100})
+        graph["1"] = graphs.loader(name="taesdv_enc_only.pth")
+        run = comfy.run(graph)
+        assert not run.succeeded
+        assert run.error["node_type"] == "TAESDVLatentPreview"
+        assert re.search(r"'taesdv_enc_only.pth' .* has no decoder tensors", run.error_text()), run.error_text()
+    finally:
+        os.remove(path)
+    assert_still_serving(comfy)
+
+
+def test_any_preview_error_falls_back_to_comfyuis_previews_with_one_log_line(comfy):
+    graph = graphs.sampling_graph(frames=2, size=64, steps=3, preview={"budget_percent": 100})
+    graph["30"] = {"class_type": "TAESDVTest_BreakPreview", "inputs": {"taesdv": ["1", 0]}}
+    graph["20"]["inputs"]["taesdv"] = ["30", 0]
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    assert preview_events(run) == [] and len(run.of_type("progress")) >= 3
+    assert comfy.log().count("injected by TAESDVTest_BreakPreview") == 1
+
+
+def test_the_global_switch_skips_files_that_cannot_preview_and_remembers_failures(comfy, state_dict):
+    # sorted before taesdv.pth: a file that fails to load and one with only the encoder
+    broken, encoder_only = vae_approx(comfy, "taesdv-broken.pth"), vae_approx(comfy, "taesdv-encoder.pth")
+    with open(broken, "wb") as f:
+        f.write(b"not a checkpoint at all")
+    torch.save({k: v for k, v in state_dict.items() if k.startswith("encoder.")}, encoder_only)
+    assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0})[0] == 200
+    try:
+        for _ in range(2):
+            graph = graphs.sampling_graph(frames=2, size=64, steps=2)
+            run = comfy.run(graph)
+            assert run.succeeded, run.error_text()
+            assert len(preview_events(run)) == 2  # taesdv.pth, the first file that fits
+        assert comfy.log().count("skipping taesdv-broken.pth") == 1  # not re-read on the second run
+    finally:
+        comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05})
+        os.remove(broken)
+        os.remove(encoder_only)
+
+
+# -- 2. an interrupted piece leaves the stream as it was -----------------------------------------
+
+def test_an_interrupted_stream_piece_is_not_half_committed(comfy):
+    stream_name = unique("interrupted")
+    _, head = run_piece(comfy, stream_name, 0, 2, seed=63, frames=42, height=32, width=32, reset=True)
+    graph, name = piece_graph(stream_name, 2, 40, seed=63, frames=42, height=32, width=32)
+    graph["3"]["inputs"]["chunk_frames"] = 1  # many chunks: the interrupt lands mid-piece
+    sent = {}
+
+    def on_message(msg):
+        if not sent and isinstance(msg, dict) and msg["type"] == "progress" and msg["data"].get("node") == "3":
+            sent["at"] = msg["data"]["value"]
+            threading.Thread(target=comfy.interrupt).start()
+
+    run = comfy.run(graph, on_message=on_message)
+    assert run.of_type("execution_interrupted") and 0 < sent["at"] < 40
+    _, rest = run_piece(comfy, stream_name, 2, 40, seed=63, frames=42, height=32, width=32)  # the same piece again
+    whole = {"1": graphs.loader(), "2": graphs.latent_clip(frames=42, height=32, width=32, seed=63), "3": graphs.decode(),
+             "4": graphs.save_tensor(whole_name := unique("whole"), images="3")}
+    assert comfy.run(whole).succeeded
+    expected = saved(comfy, whole_name)["images"]
+    assert rest.shape[0] == 40
+    assert (torch.cat([head, rest]) - expected).abs().max() < 1e-5

@@ -497,10 +497,7 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
             parts.append(f"encoder {latent_channels} ch, {math.prod(pools)}x time")
             if build:
                 encoder = TAEHVEncoder(latent_channels, patch, pools, family)
-                try:
-                    encoder.load_state_dict(enc, strict=True)
-                except RuntimeError as e:
-                    raise ValueError(f"encoder tensors do not fit TAEHV: {_first_line(e)}") from None
+                _load_strict(encoder, enc, "encoder")
     description = f"{_name(latent_channels, patch, super_, ltx, leaky)}: " + "; ".join(parts)
     return encoder, decoder, description
 
@@ -511,7 +508,10 @@ def _first_line(e: Exception) -> str:
 
 
 def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
+    """Load strictly; then store conv weights channels_last, the layout the fused CPU convs
+    (fused_ops) take without a copy per call (an NCHW weight makes them fall back to unfused)."""
     try:
         module.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{what} tensors do not fit {module.family}: {_first_line(e)}") from None
+    module.to(memory_format=torch.channels_last).eval().requires_grad_(False)

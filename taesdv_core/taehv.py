@@ -57,25 +57,28 @@ LEAKY_SLOPE = 0.2
 class TGrow(nn.Module):
     """Time upscale: 1x1 conv n -> n*s (no bias); each frame becomes s consecutive frames.
 
-    Input (N*T, n, H, W) -> output (N*T*s, n, H, W): output channels [k*n, (k+1)*n) of frame t
-    are frame t*s + k. `time_scale = s` tells run_with_memory the clip got s times longer.
+    Input (N*T, n, H, W) -> output (N*T*s, n, H*u, W*u): output channels [k*n, (k+1)*n) of
+    frame t are frame t*s + k. `time_scale = s` tells run_with_memory the clip got s times
+    longer. u (`upsample`) is the nearest x2 upsampling that precedes TGrow in the official
+    Sequential, done here instead: a 1x1 conv commutes with nearest upsampling exactly, so
+    the conv runs on 4x fewer pixels and one copy both upsamples and orders the frames.
     """
 
-    def __init__(self, n: int, s: int):
+    def __init__(self, n: int, s: int, upsample: int = 1):
         super().__init__()
-        self.n, self.time_scale = n, s
+        self.n, self.time_scale, self.upsample = n, s, upsample
         self.conv = nn.Conv2d(n, n * s, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        if self.time_scale == 1:
+        s, u, n = self.time_scale, self.upsample, self.n
+        if s == 1 and u == 1:
             return y
         nt, _, h, w = y.shape
-        # One copy into channels_last frames (a plain reshape would leave a contiguous NCHW
-        # tensor, which the fused CPU convs that follow do not take).
-        out = torch.empty((nt * self.time_scale, self.n, h, w), dtype=y.dtype, device=y.device,
+        # channels_last out (the layout the fused CPU convs after it take)
+        out = torch.empty((nt * s, n, h * u, w * u), dtype=y.dtype, device=y.device,
                           memory_format=torch.channels_last)
-        out.view(nt, self.time_scale, self.n, h, w).copy_(y.view(nt, self.time_scale, self.n, h, w))
+        out.view(nt, s, n, h, u, w, u).copy_(y.view(nt, s, n, h, 1, w, 1).expand(nt, s, n, h, u, w, u))
         return out
 
 
@@ -217,8 +220,8 @@ class _TAEHVDecoderBase(ChunkDecoder):
             for c in convs:
                 per_px = 2 * c.in_channels * c.out_channels * c.kernel_size[0] * c.kernel_size[1] / c.groups
                 total += per_px * h * w * frames
-            if isinstance(layer, nn.Upsample) and layer.scale_factor not in (None, 1, 1.0):
-                h, w = h * 2, w * 2
+            if isinstance(layer, TGrow):
+                h, w = h * layer.upsample, w * layer.upsample
             if isinstance(layer, nn.PixelShuffle):
                 h, w = h * layer.upscale_factor, w * layer.upscale_factor
             frames *= getattr(layer, "time_scale", 1)
@@ -248,8 +251,8 @@ class _TAEHVDecoderBase(ChunkDecoder):
                 total += layer.conv[3].out_channels * px * scale
             elif isinstance(layer, MemBlock):
                 total += layer.conv[0].out_channels * px * scale
-            elif isinstance(layer, nn.Upsample) and layer.scale_factor not in (None, 1, 1.0):
-                scale *= 4
+            elif isinstance(layer, TGrow):
+                scale *= layer.upsample ** 2
             elif isinstance(layer, nn.PixelShuffle):
                 scale *= layer.upscale_factor ** 2
         return int(total * element_size)
@@ -276,18 +279,19 @@ class TAEHVDecoder(_TAEHVDecoderBase):
         n0, n1, n2, n3 = DECODER_WIDTHS
         t0, t1, t2 = self.stage_time
         block = LeakyMemBlock if leaky else MemBlock
-        up = (lambda: nn.Upsample(scale_factor=2)) if space_upscale else nn.Identity
+        u = 2 if space_upscale else 1
+        up = nn.Identity  # the official nearest Upsample(2) at 6/12/18: done inside the TGrow after it
         # ReLU after a conv runs fused with it (ConvAct); LeakyReLU stays a layer of its own.
         first_conv = conv(latent_channels, n0) if leaky else ConvAct(latent_channels, n0, 3, padding=1)
         last_hidden = conv(n3, n3, bias=False) if leaky else ConvAct(n3, n3, 3, padding=1, bias=False)
         act = _act(True) if leaky else nn.Identity()
         layers = [
             Clamp(), first_conv, act,                                                  # 0-2
-            block(n0, n0), block(n0, n0), block(n0, n0), up(), TGrow(n0, t0),         # 3-7
+            block(n0, n0), block(n0, n0), block(n0, n0), up(), TGrow(n0, t0, u),         # 3-7
             conv(n0, n1, bias=False),                                                  # 8
-            block(n1, n1), block(n1, n1), block(n1, n1), up(), TGrow(n1, t1),         # 9-13
+            block(n1, n1), block(n1, n1), block(n1, n1), up(), TGrow(n1, t1, u),         # 9-13
             conv(n1, n2, bias=False),                                                  # 14
-            block(n2, n2), block(n2, n2), block(n2, n2), up(), TGrow(n2, t2),         # 15-19
+            block(n2, n2), block(n2, n2), block(n2, n2), up(), TGrow(n2, t2, u),         # 15-19
             last_hidden, _act(True) if leaky else nn.Identity(),                      # 20-21
             conv(n3, 3 * patch ** 2),                                                  # 22 final
         ]

@@ -273,3 +273,24 @@ def test_flops_grow_with_patch_and_time():
     base = TAEHVDecoder(16, 1).flops_per_frame(240, 416)
     assert 30e9 < base < 40e9  # by hand: ~66 GMAC per latent frame of 30x52, / 4 frames, x2
     assert TAEHVDecoder(16, 1, time_upscale=False).flops_per_frame(480, 832) > base
+
+
+# --- how ComfyUI's VAE Decode maps a LATENT to TAEHV: what the nodes must do to match it -----
+
+@pytest.mark.parametrize("variant,dtype,filename,scale", [
+    ("wan2_1", torch.float32, None, 1.0),                        # taew2_1 / lighttaew2_1: no scale
+    ("wan2_1", torch.float16, None, 0.476986),                   # an fp16 16-ch file: ComfyUI takes it for taehv (HunyuanVideo)
+    ("wan2_2", torch.float32, None, 1.0),                        # Wan 2.2 5B: no scale
+    ("hv1_5", torch.float32, "lighttaehy1_5.safetensors", 1.03682),  # HunyuanVideo15.process_in, (x + 1) / 2 out
+])
+def test_comfyui_vae_decode_of_a_latent_equals_engine_decode_of_the_mapped_latent(host_taehv, variant, dtype, filename, scale):
+    import comfy.sd
+
+    sd = random_state_dict(variant, seed=3, dtype=dtype)
+    vae = comfy.sd.VAE(sd=dict(sd))
+    samples = torch.randn(1, VARIANTS[variant][0], 3, 4, 5)  # LATENT["samples"]: [B, C, T, H, W]
+    expected = vae.decode(samples)  # IMAGE [B*?, T, H, W, 3]; ComfyUI does not clamp the 16/48-ch ones
+    _, decoder, _ = taehv_from_state_dict({k: v.float() for k, v in sd.items()}, filename)
+    got = decode(decoder, (samples * scale).movedim(1, 2), layout="NTHWC")
+    assert got.shape == expected.shape
+    assert rel_err(got, expected.clamp(0, 1)) < 1e-5

@@ -228,12 +228,12 @@ class _TAEHVDecoderBase(ChunkDecoder):
         return total / frames
 
     def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
-        """Peak working memory per OUTPUT frame at height x width (estimate).
+        """Peak working memory per OUTPUT frame at height x width (estimate, bytes).
 
-        The last stage holds, per output frame at (H/patch) x (W/patch): the upsampled input
-        shared by time_scale-of-last-stage frames (64 / s2), the TGrow output and its
-        reordered copy (64 + 64), the conv after it (64) and the final conv (3 * patch^2).
-        The super variant adds its PixelShuffle copy (64). MemBlock memory is small beside it.
+        The last stage holds, per output frame at (H/patch) x (W/patch) pixels: the last
+        TGrow's low-resolution input (64 / s2 / 4, rounded up to 64 / s2 here), its upsampled,
+        reordered output and the conv after it (64 + 64), the fused activation's output (64)
+        and the final conv (3 * patch^2). The super variant adds its PixelShuffle copy (64).
         """
         px = (height // self.patch) * (width // self.patch)
         last = DECODER_WIDTHS[3]

@@ -64,7 +64,7 @@ if ! .venv/bin/python -c "import torchvision" 2>/dev/null; then
 fi
 if [ "$WITH_TEST" = 1 ] && ! .venv/bin/python -c "import pytest, websocket, playwright" 2>/dev/null; then
   echo "setup-host: installing test tools"
-  pipq pytest websocket-client playwright
+  pipq pytest websocket-client playwright diffusers
 fi
 
 if [ ! -f .host/ComfyUI/main.py ]; then

@@ -1,0 +1,270 @@
+"""Side-by-side comparison of decoders on the same latents: speed, peak memory and quality.
+
+    frames, rows = compare([("TAESDV", fn1), ("TAESD", fn2)], latents, reference, "cuda")
+    print(format_table(rows))
+
+Each decoder is (label, callable latents -> frames NTCHW RGB in [0, 1]). Quality is measured
+against `reference_frames` (e.g. the full VAE's decode) or, when None, against the first
+decoder's output. Frames of another size are resized (bilinear, antialiased) to the
+reference's size and every clip is truncated to the shortest length; rows say so in `note`.
+
+Peak memory: on CUDA, torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus
+the memory allocated before the call (tensors the decoder created and freed included). On
+CPU, the process's peak resident set: writing "5" to /proc/self/clear_refs resets VmHWM to
+the current RSS (Linux), so VmHWM after the call minus VmRSS before is the peak growth of the
+whole process (allocator caches and other threads included: an upper bound, coarse to pages).
+Where /proc is unavailable the row has None.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]
+LABEL_STRIP = 14  # pixels of the label strip above each panel
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_cpu_peak() -> int | None:
+    """Reset VmHWM to the current RSS; return the RSS in bytes (None where unsupported)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    rss = _proc_status_kb("VmRSS")
+    return None if rss is None else rss * 1024
+
+
+def _measure(fn: DecodeFn, latents: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, float, int | None]:
+    """(frames, seconds, peak extra bytes or None)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _reset_cpu_peak()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        frames = fn(latents)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        hwm = _proc_status_kb("VmHWM")
+        peak = None if base is None or hwm is None else max(0, hwm * 1024 - base)
+    return frames, seconds, peak
+
+
+# --- frames -----------------------------------------------------------------------------------
+
+def _ntchw(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(0) if x.ndim == 4 else x
+
+
+def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    n, t = frames.shape[:2]
+    out = F.interpolate(frames.flatten(0, 1).float(), size=size, mode="bilinear", align_corners=False,
+                        antialias=True)
+    return out.unflatten(0, (n, t))
+
+
+def _label_strip(text: str, width: int) -> torch.Tensor:
+    """(3, LABEL_STRIP, width) white text on black, PIL's default font."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, LABEL_STRIP), (0, 0, 0))
+    ImageDraw.Draw(img).text((2, 1), text, fill=(255, 255, 255))
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+
+
+def side_by_side(panels: Sequence[tuple[str, torch.Tensor]]) -> torch.Tensor:
+    """Panels (label, frames (N, T, 3, H, W) of one size and length) -> (N, T, 3, H + strip, W * k)."""
+    columns = []
+    for label, frames in panels:
+        n, t, _, h, w = frames.shape
+        strip = _label_strip(label, w).to(frames.device).expand(n, t, 3, LABEL_STRIP, w)
+        columns.append(torch.cat([strip, frames.float().clamp(0, 1)], 3))
+    return torch.cat(columns, 4)
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 4)
+
+
+def compare(decoders: Sequence[tuple[str, DecodeFn]], latents: torch.Tensor,
+            reference_frames: torch.Tensor | None = None, device: torch.device | str = "cpu"
+            ) -> tuple[torch.Tensor, list[dict]]:
+    """Decode `latents` with each decoder; return (side-by-side frames, table rows).
+
+    latents: passed to each callable as given (each decoder's own input space).
+    reference_frames: NTCHW/TCHW in [0, 1], or None to measure against the first decoder.
+    Returns frames (N, T, 3, H + 14, W * panels) in [0, 1] on the CPU (reference panel first
+    when given) and one JSON-able dict per decoder: label, frames, ms_per_frame,
+    peak_memory_mb, psnr (None when identical), ssim, flicker, note.
+    """
+    if not decoders:
+        raise ValueError("give at least one decoder")
+    device = torch.device(device)
+    outputs, timings = [], []
+    for label, fn in decoders:
+        frames, seconds, peak = _measure(fn, latents, device)
+        frames = _ntchw(frames).detach().float().cpu()
+        outputs.append((label, frames))
+        timings.append((seconds, peak))
+    reference_label = "reference" if reference_frames is not None else decoders[0][0]
+    reference = _ntchw(reference_frames).float().cpu() if reference_frames is not None else outputs[0][1]
+    size = tuple(reference.shape[-2:])
+    length = min([reference.shape[1]] + [f.shape[1] for _, f in outputs])
+    reference = reference[:, :length]
+    rows, panels = [], ([("reference", reference)] if reference_frames is not None else [])
+    for (label, frames), (seconds, peak) in zip(outputs, timings):
+        notes = []
+        if tuple(frames.shape[-2:]) != size:
+            notes.append(f"resized {frames.shape[-1]}x{frames.shape[-2]} -> {size[1]}x{size[0]}")
+        if frames.shape[1] != length:
+            notes.append(f"truncated {frames.shape[1]} -> {length} frames")
+        if frames.shape[0] != reference.shape[0]:
+            raise ValueError(f"{label} gave {frames.shape[0]} clips, the reference {reference.shape[0]}")
+        total_frames = frames.shape[0] * frames.shape[1]
+        frames = _resize(frames, size)[:, :length].clamp(0, 1)
+        panels.append((label, frames))
+        if reference_frames is None and label == reference_label and not rows:
+            notes.append("the reference")
+        rows.append({
+            "label": label,
+            "frames": int(total_frames),
+            "ms_per_frame": round(1000 * seconds / max(total_frames, 1), 3),
+            "peak_memory_mb": None if peak is None else round(peak / 2 ** 20, 1),
+            "psnr": _finite(metrics.psnr(frames, reference)),
+            "ssim": round(metrics.ssim(frames, reference), 4),
+            "flicker": round(metrics.flicker_index(frames, reference), 5),
+            "note": "; ".join(notes),
+        })
+    return side_by_side(panels), rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A markdown table of compare()'s rows."""
+    head = "| decoder | frames | ms/frame | peak MB | PSNR dB | SSIM | flicker | note |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        def cell(key, fmt):
+            v = r.get(key)
+            return ("inf" if key == "psnr" else "n/a") if v is None else format(v, fmt)
+        lines.append(f"| {r['label']} | {r['frames']} | {cell('ms_per_frame', '.2f')} | {cell('peak_memory_mb', '.1f')} "
+                     f"| {cell('psnr', '.2f')} | {cell('ssim', '.4f')} | {cell('flicker', '+.4f')} | {r.get('note', '')} |")
+    return "\n".join(lines)
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+def load_decoder(path: str, device: torch.device, dtype: torch.dtype = torch.float32):
+    """Any decoder this pack knows, recognised from the file's tensors."""
+    from .checkpoint import model_from_state_dict, read_state_dict
+    from .fast_latent_decoders import fast_decoder_from_state_dict, identify_fast_decoder
+    from .taesd import identify_taesd, taesd_from_state_dict
+
+    sd, name = read_state_dict(path), os.path.basename(path)
+    if identify_taesd(sd) is not None:
+        decoder = taesd_from_state_dict(sd, name)[1]
+        if decoder is None:
+            raise ValueError(f"{name} holds only an encoder")
+    elif identify_fast_decoder(sd) is not None:
+        decoder = fast_decoder_from_state_dict(sd, name)
+    else:
+        decoder = model_from_state_dict(sd, name).decoder
+    return decoder.to(device=device, dtype=dtype)
+
+
+def decode_fn(decoder) -> DecodeFn:
+    """latents -> frames through the engine; a decoder with `chunk_multiple` > 1 (windowed
+    attention) runs as one pass, since the engine does not yet align chunks to windows."""
+    from .engine import decode
+
+    def run(latents: torch.Tensor) -> torch.Tensor:
+        param = next(decoder.parameters())
+        if getattr(decoder, "chunk_multiple", 1) > 1:
+            x = _ntchw(latents).to(param.device, param.dtype)
+            return decoder.forward_chunk(x, None)[0].clamp(0, 1).float().cpu()
+        return decode(decoder, latents)
+
+    return run
+
+
+def _load_tensor(path: str) -> torch.Tensor:
+    if path.endswith(".npy"):
+        return torch.from_numpy(np.load(path))
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        tensors = load_file(path)
+        return next(iter(tensors.values()))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        obj = obj.get("samples", next(iter(obj.values())))
+    return obj
+
+
+def add_cli(subparsers) -> None:
+    """Add the `compare` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser("compare", help="decode the same latents with several decoders; table + side-by-side")
+    p.add_argument("latents", help=".pt/.safetensors/.npy latents, NTCHW or TCHW, in the decoders' input space")
+    p.add_argument("--decoder", action="append", required=True, metavar="LABEL=PATH",
+                   help="a decoder checkpoint (TAESDV, image TAESD, TAE-192, DecoderTinyTemporal); repeat")
+    p.add_argument("--reference", help="reference frames NTCHW in [0, 1] (.pt/.npy); default: the first decoder")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="compare-out", help="folder for table.md, rows.json and side-by-side PNGs")
+    p.add_argument("--max-png", type=int, default=16, help="side-by-side frames written as PNG (first clip)")
+    p.set_defaults(run=run_cli)
+
+
+def run_cli(args) -> int:
+    device = torch.device(args.device)
+    decoders = []
+    for spec in args.decoder:
+        label, _, path = spec.rpartition("=")
+        label = label or os.path.splitext(os.path.basename(path))[0]
+        decoders.append((label, decode_fn(load_decoder(path, device))))
+    latents = _load_tensor(args.latents).float()
+    reference = _load_tensor(args.reference).float() if args.reference else None
+    frames, rows = compare(decoders, latents, reference, device)
+    os.makedirs(args.out, exist_ok=True)
+    table = format_table(rows)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(args.out, "rows.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    from PIL import Image
+
+    for t in range(min(args.max_png, frames.shape[1])):
+        img = (frames[0, t].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(img).save(os.path.join(args.out, f"side_by_side_{t:04d}.png"))
+    print(table)
+    return 0

@@ -1,0 +1,288 @@
+"""Image TAESD (madebyollin/taesd): one latent frame -> one image, no memory between frames.
+
+The architecture of taesd / taesdxl / taesd3 / taef1 (base) and taef2 (base + "midblock GN"
+pools) with the official state-dict layout: files hold no prefix (`1.weight`,
+`3.conv.0.weight`, ...); ComfyUI's combined form (Load VAE of a `taesd` pair) prefixes
+`taesd_decoder.` / `taesd_encoder.`. Both load here with strict key and shape checks.
+
+Layouts (as model.py):
+
+- latents: NTCHW in TAESD's own input space, 1/8 of the frame size; see
+  `taesd_input_mapping` for how a ComfyUI LATENT becomes that input.
+- frames:  NTCHW, RGB in [0, 1] (decoder output is roughly [0, 1] and unclamped here)
+
+The decoder is a `layers.ChunkDecoder` without MemBlocks: its memory is an empty list, so the
+engine decodes N latent frames into N independent images however it chunks them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointError
+from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, conv
+
+WIDTH = 64  # channels of every hidden layer
+SPATIAL_SCALE = 8
+POOL_WIDTH = 4 * WIDTH  # hidden width of the flux_2 "midblock GN" pools
+
+
+class PooledBlock(Block):
+    """A Block that first adds a pooled context: x = x + pool(x), then Block(x).
+
+    pool = 1x1 conv (64 -> 256, no bias), GroupNorm(4, 256), ReLU, 1x1 conv (256 -> 64, no bias);
+    keys `pool.0.weight`, `pool.1.weight/bias`, `pool.3.weight` (taef2, "midblock GN").
+    """
+
+    def __init__(self, n: int):
+        super().__init__(n, n)
+        self.pool = nn.Sequential(nn.Conv2d(n, POOL_WIDTH, 1, bias=False), nn.GroupNorm(4, POOL_WIDTH),
+                                  nn.ReLU(inplace=True), nn.Conv2d(POOL_WIDTH, n, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x + self.pool(x)).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One published TAESD file pair."""
+
+    name: str            # file stem: taesd_decoder.pth / taesd_encoder.pth
+    latent_channels: int
+    pooled: bool         # the flux_2 "midblock GN" pools
+    family: str          # named in messages
+    # How the host maps its LATENT (the VAE's latent) to TAESD input: (latent - shift) * scale
+    vae_scale: float
+    vae_shift: float
+    host_checked: bool   # True: the numbers are ComfyUI 0.3.75's (nodes.VAELoader.load_taesd)
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("taesd", 4, False, "TAESD (SD1.x/SD2.x)", 0.18215, 0.0, True),
+    Variant("taesdxl", 4, False, "TAESD-XL (SDXL)", 0.13025, 0.0, True),
+    Variant("taesd3", 16, False, "TAESD3 (SD3)", 1.5305, 0.0609, True),
+    Variant("taef1", 16, False, "TAEF1 (FLUX.1)", 0.3611, 0.1159, True),
+    # ComfyUI 0.3.75 has no taef2 and its Flux2 latent format is the 128-channel 2x2-patchified
+    # latent with an identity process_in: no host convention exists to copy. Identity assumed.
+    Variant("taef2", 32, True, "TAEF2 (FLUX.2)", 1.0, 0.0, False),
+)}
+
+
+def taesd_input_mapping(kind: str) -> tuple[float, float]:
+    """(vae_scale, vae_shift) such that TAESD input = (LATENT - vae_shift) * vae_scale.
+
+    ComfyUI stores LATENT["samples"] in the full VAE's latent space (latent_format.process_out
+    of the model's latents). Its VAE Decode with a TAESD pair (comfy/taesd/taesd.py, TAESD.decode)
+    feeds `taesd_decoder((x - vae_shift) * vae_scale)`, with the numbers that
+    nodes.VAELoader.load_taesd sets per file (the table `VARIANTS`), which equal the latent
+    format's scale_factor / shift_factor: TAESD eats the diffusion model's latent space
+    (latent_format.process_in). Its previewer (latent_preview.py) hands TAESD the sampler's
+    model-space x0 unchanged (vae_scale 1, vae_shift 0). Encoding is the inverse:
+    LATENT = taesd_encoder(image) / vae_scale + vae_shift.
+
+    The decoded image is then `(decoder(x) - 0.5) * 2` and the VAE's process_output maps it
+    back with clamp((y + 1) / 2, 0, 1): the host's image is this decoder's output clamped to
+    [0, 1]. TAESD's `scale_latents` / `unscale_latents` (latent_magnitude 3, latent_shift 0.5)
+    only quantise latents to [0, 1] images for storage; no decode path uses them.
+
+    kind: a variant name ("taesd", "taesdxl", "taesd3", "taef1", "taef2") or a file name
+    starting with one ("taesdxl_decoder.safetensors"). taef2 is identity and unchecked.
+    """
+    variant = VARIANTS.get(kind) or VARIANTS.get(_kind_from_name(kind) or "")
+    if variant is None:
+        raise KeyError(f"no TAESD variant '{kind}'; known: {', '.join(VARIANTS)}")
+    return variant.vae_scale, variant.vae_shift
+
+
+def latent_to_taesd(latent: torch.Tensor, kind: str) -> torch.Tensor:
+    """A ComfyUI LATENT's samples -> TAESD decoder input, exactly as the host's VAE Decode."""
+    scale, shift = taesd_input_mapping(kind)
+    return (latent - shift) * scale
+
+
+def taesd_to_latent(latent: torch.Tensor, kind: str) -> torch.Tensor:
+    """TAESD encoder output -> a ComfyUI LATENT's samples, as the host's VAE Encode."""
+    scale, shift = taesd_input_mapping(kind)
+    return latent / scale + shift
+
+
+class TAESDDecoder(ChunkDecoder):
+    """Latents (N, T, C, h, w) -> images (N, T, 3, 8h, 8w), each frame on its own."""
+
+    spatial_scale = SPATIAL_SCALE
+
+    def __init__(self, latent_channels: int = 4, pooled: bool = False, family: str = "TAESD"):
+        n = WIDTH
+        mid = PooledBlock if pooled else (lambda n: Block(n, n))
+        super().__init__(
+            Clamp(), conv(latent_channels, n), nn.ReLU(inplace=True),
+            mid(n), mid(n), mid(n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
+            Block(n, n), Block(n, n), Block(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
+            Block(n, n), Block(n, n), Block(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
+            Block(n, n), conv(n, 3),
+        )
+        self.latent_channels, self.pooled, self.family = latent_channels, pooled, family
+
+    @staticmethod
+    def working_bytes_per_frame(height: int, width: int, element_size: int) -> int:
+        """Peak working memory of one output frame of height x width.
+
+        The last stage holds at full size: its input (64 ch), two conv outputs (64 each), the
+        upsampled input (64, plus its 1/4-size source) and the 3-channel image. The flux_2 pools
+        run at 1/8 size (256 channels there are 4 per output pixel) and fit in that margin.
+        """
+        return int(height * width * element_size * (WIDTH * 4 + WIDTH // 4 + 3))
+
+
+class TAESDEncoder(ChunkEncoder):
+    """Images (N, T, 3, H, W) in [0, 1] -> latents (N, T, C, H/8, W/8), each frame on its own."""
+
+    spatial_scale = SPATIAL_SCALE
+
+    def __init__(self, latent_channels: int = 4, pooled: bool = False, family: str = "TAESD"):
+        n = WIDTH
+        mid = PooledBlock if pooled else (lambda n: Block(n, n))
+        super().__init__(
+            conv(3, n), Block(n, n),
+            conv(n, n, stride=2, bias=False), Block(n, n), Block(n, n), Block(n, n),
+            conv(n, n, stride=2, bias=False), Block(n, n), Block(n, n), Block(n, n),
+            conv(n, n, stride=2, bias=False), mid(n), mid(n), mid(n),
+            conv(n, latent_channels),
+        )
+        self.latent_channels, self.pooled, self.family = latent_channels, pooled, family
+
+
+# --- recognising files -----------------------------------------------------------------------
+
+DECODER_PREFIXES = ("taesd_decoder.", "decoder.")
+ENCODER_PREFIXES = ("taesd_encoder.", "encoder.")
+
+
+def _kind_from_name(name: str | None) -> str | None:
+    """The variant a file name names: longest matching stem first (taesdxl before taesd)."""
+    if not name:
+        return None
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1].lower()
+    for kind in sorted(VARIANTS, key=len, reverse=True):
+        if base == kind or base.startswith((kind + "_", kind + ".")):
+            return kind
+    return None
+
+
+def _split(sd: dict[str, torch.Tensor]) -> tuple[dict | None, dict | None]:
+    """(decoder tensors, encoder tensors) without prefixes; None for a half that is absent."""
+    dec = {k[len(p):]: v for k, v in sd.items() for p in DECODER_PREFIXES if k.startswith(p)}
+    enc = {k[len(p):]: v for k, v in sd.items() for p in ENCODER_PREFIXES if k.startswith(p)}
+    if dec or enc:
+        return dec or None, enc or None
+    if "1.weight" in sd and "19.weight" in sd:  # a bare decoder file
+        return dict(sd), None
+    if "0.weight" in sd and "14.weight" in sd:  # a bare encoder file
+        return None, dict(sd)
+    return None, None
+
+
+def _arch(dec: dict | None, enc: dict | None) -> tuple[int, bool] | None:
+    """(latent channels, pooled) from the tensors, or None when they are not image TAESD."""
+    try:
+        if dec is not None:
+            w, pooled = dec["1.weight"], "3.pool.0.weight" in dec
+            block = dec["3.conv.0.weight"]  # (64, 64, 3, 3); TAESDV's MemBlock has (64, 128, 3, 3)
+            if w.ndim != 4 or tuple(w.shape[0:1] + w.shape[2:]) != (WIDTH, 3, 3) or block.shape[1] != WIDTH:
+                return None
+            return int(w.shape[1]), pooled
+        if enc is not None:
+            w, pooled = enc["14.weight"], "11.pool.0.weight" in enc
+            if w.ndim != 4 or tuple(w.shape[1:]) != (WIDTH, 3, 3):
+                return None
+            return int(w.shape[0]), pooled
+    except (KeyError, AttributeError):
+        return None
+    return None
+
+
+def identify_taesd(sd: dict[str, torch.Tensor]) -> str | None:
+    """The architecture of an image TAESD state dict, from its tensors alone, or None.
+
+    Returns a variant name; files of the same shape are told apart only by name, so 4-channel
+    files give "taesd" (also taesdxl), 16-channel ones "taesd3" (also taef1), and 32-channel
+    ones with pool tensors "taef2". Accepts bare files and the prefixed combined form.
+    """
+    arch = _arch(*_split(sd))
+    if arch is None:
+        return None
+    for v in VARIANTS.values():  # dict order: the first of each shape is the default
+        if (v.latent_channels, v.pooled) == arch:
+            return v.name
+    return None
+
+
+def _check(half: dict, model: nn.Module, what: str, name: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(half))
+    extra = sorted(set(half) - set(expected))
+    reshaped = [f"{k} {tuple(half[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+                if k in half and tuple(half[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
+    if reshaped:
+        problems.append(f"{len(reshaped)} of the wrong shape (e.g. {'; '.join(reshaped[:2])})")
+    if problems:
+        raise CheckpointError(f"checkpoint '{name}' looks like an image TAESD {what} ({model.family}) but its "
+                              f"tensors do not match: {', '.join(problems)}")
+    bad = [k for k, v in half.items() if not v.is_floating_point() or not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint '{name}' has non-float, NaN or infinite weights (e.g. {bad[0]})")
+
+
+def taesd_from_state_dict(sd: dict[str, torch.Tensor], name: str | None = None
+                          ) -> tuple[TAESDEncoder | None, TAESDDecoder | None, str]:
+    """(encoder or None, decoder or None, description) of an image TAESD state dict, in eval mode.
+
+    sd: a bare decoder or encoder file, or the combined form with `taesd_decoder.` /
+    `taesd_encoder.` (or `decoder.` / `encoder.`) prefixes.
+    name: the file name or variant ("taesdxl_decoder.pth", "taef1"); it chooses among variants
+    of the same shape (taesd/taesdxl, taesd3/taef1) and sets `family`; it must agree with the
+    tensors. Without it the shape's first variant is assumed and the description says so.
+    Raises CheckpointError on anything else.
+    """
+    label = name or "state dict"
+    dec, enc = _split(sd)
+    arch = _arch(dec, enc)
+    if arch is None:
+        raise CheckpointError(f"checkpoint '{label}' is not an image TAESD decoder or encoder "
+                              f"(e.g. keys {', '.join(sorted(sd)[:4])})")
+    if dec is not None and enc is not None and _arch(None, enc) != _arch(dec, None):
+        raise CheckpointError(f"checkpoint '{label}' holds an encoder and a decoder of different latent spaces "
+                              f"({_arch(None, enc)} vs {_arch(dec, None)})")
+    channels, pooled = arch
+    kind = _kind_from_name(name)
+    same_shape = [v.name for v in VARIANTS.values() if (v.latent_channels, v.pooled) == arch]
+    if not same_shape:
+        raise CheckpointError(f"checkpoint '{label}' is a TAESD-style file for {channels}-channel latents"
+                              f"{' with pools' if pooled else ''}, which no known variant has")
+    if kind is not None and kind not in same_shape:
+        v = VARIANTS[kind]
+        raise CheckpointError(f"checkpoint '{label}' is named {kind} ({v.latent_channels}-channel latents) but its "
+                              f"tensors are for {channels}-channel latents{' with pools' if pooled else ''} "
+                              f"({' or '.join(same_shape)})")
+    guessed = kind is None
+    variant = VARIANTS[kind or same_shape[0]]
+    encoder = TAESDEncoder(channels, pooled, variant.family) if enc is not None else None
+    decoder = TAESDDecoder(channels, pooled, variant.family) if dec is not None else None
+    for half, model, what in ((enc, encoder, "encoder"), (dec, decoder, "decoder")):
+        if model is not None:
+            _check(half, model, what, label)
+            model.load_state_dict(half, strict=True)
+            model.eval().requires_grad_(False)
+    parts = " and ".join(w for w, m in (("encoder", encoder), ("decoder", decoder)) if m is not None)
+    description = f"{variant.family} image {parts}, {channels}-channel latents"
+    if guessed and len(same_shape) > 1:
+        description += f" ({' or '.join(same_shape)}: the file name did not say; {variant.name} assumed)"
+    return encoder, decoder, description

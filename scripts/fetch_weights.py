@@ -1,10 +1,10 @@
 """Puts taesdv.pth into models/vae_approx: downloads it, verifies its git blob id, or explains.
 
-    python scripts/fetch_weights.py MODELS_DIR [--demo]
+    python scripts/fetch_weights.py MODELS_DIR
 
-Offline, the download fails with a message saying where to get the file by hand. --demo writes
-random weights of the official layout (taesdv-random-demo.pth) so the graphs can run without
-the real file; their pictures are noise.
+Offline, the download fails with a message saying where to get the file by hand, and that
+`bash scripts/start.sh --demo-weights` (scripts/make_demo_assets.py) makes every example runnable
+with random weights instead. TAESDV_WEIGHTS_URL replaces the download address (a mirror).
 """
 import os
 import sys
@@ -16,7 +16,11 @@ from taesdv_core.checkpoint import OFFICIAL_BLOB_ID, OFFICIAL_URL, git_blob_id  
 
 
 def main() -> int:
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
     folder = sys.argv[1]
+    url = os.environ.get("TAESDV_WEIGHTS_URL", OFFICIAL_URL)
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, "taesdv.pth")
     if os.path.exists(target):
@@ -26,7 +30,7 @@ def main() -> int:
         return 0
     try:
         tmp = target + ".part"
-        with urllib.request.urlopen(OFFICIAL_URL, timeout=20) as r, open(tmp, "wb") as f:
+        with urllib.request.urlopen(url, timeout=20) as r, open(tmp, "wb") as f:
             f.write(r.read())
         blob = git_blob_id(tmp)
         if blob != OFFICIAL_BLOB_ID:
@@ -37,19 +41,11 @@ def main() -> int:
         print(f"fetch_weights: downloaded and verified {target}")
         return 0
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        print(f"fetch_weights: could not download taesdv.pth ({e}).\n"
+        print(f"fetch_weights: could not download taesdv.pth from {url} ({e}).\n"
               f"  Download {OFFICIAL_URL} on a machine with internet and copy it to {target}\n"
-              f"  (verify: git hash-object taesdv.pth prints {OFFICIAL_BLOB_ID}).", file=sys.stderr)
-    if "--demo" in sys.argv:
-        import torch
-
-        from taesdv_core import TAESDV
-
-        demo = os.path.join(folder, "taesdv-random-demo.pth")
-        torch.manual_seed(0)
-        torch.save(TAESDV().state_dict(), demo)
-        print(f"fetch_weights: wrote {demo} (random weights of the official layout: the plumbing works, pictures are noise)")
-        return 0
+              f"  (verify: git hash-object taesdv.pth prints {OFFICIAL_BLOB_ID}).\n"
+              f"  To try every example offline now: bash scripts/start.sh --demo-weights (random weights and a\n"
+              f"  random demo checkpoint: the plumbing works, the pictures are noise).", file=sys.stderr)
     return 1
 
 

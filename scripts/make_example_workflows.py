@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/make_example_workflows.py
 
-Starts the pinned ComfyUI, loads each API graph into the page with app.loadApiJson and saves
-app.graph.serialize(): the files are exactly what the UI itself writes.
+Starts the pinned ComfyUI, loads each API graph into the page with app.loadApiJson, adds a Note
+node saying what the example needs and where it comes from, and saves app.graph.serialize(): the
+files are exactly what the UI itself writes. Needs Chromium and playwright (as the browser tests).
 """
 import json
 import os
@@ -44,7 +45,7 @@ ROUNDTRIP = {
         "taesdv": ["3", 0], "pixels": ["2", 0], "chunk_frames": 0, "latent_scale": 0.18215}},
     "5": {"class_type": "TAESDVDecode", "inputs": {
         "taesdv": ["3", 0], "samples": ["4", 0], "chunk_frames": 0, "latent_scale": 0.18215}},
-    "6": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": 24.0}},
+    "6": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": ["2", 2]}},  # the input's own fps
     "7": {"class_type": "SaveVideo", "inputs": {
         "video": ["6", 0], "filename_prefix": "taesdv/roundtrip", "format": "auto", "codec": "auto"}},
 }
@@ -58,11 +59,80 @@ STREAMING = {
     "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
 }
 
+DEMO_LIVE_PREVIEW = {
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "taesdv-demo-sd15-random.safetensors"}},
+    "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red ball rolling across a checkerboard"}},
+    "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+    "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 8}},
+    "5": {"class_type": "TAESDVLoader", "inputs": {"model_name": "taesdv-random-demo.pth", "dtype": "auto"}},
+    "6": {"class_type": "TAESDVLatentPreview", "inputs": {
+        "model": ["1", 0], "taesdv": ["5", 0], "max_size": 256, "fps": 8.0, "budget_percent": 100.0}},
+    "7": {"class_type": "KSampler", "inputs": {
+        "model": ["6", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 0,
+        "steps": 6, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+    "8": {"class_type": "TAESDVDecode", "inputs": {
+        "taesdv": ["5", 0], "samples": ["7", 0], "chunk_frames": 0, "latent_scale": 0.18215}},
+    "9": {"class_type": "SaveAnimatedWEBP", "inputs": {
+        "images": ["8", 0], "filename_prefix": "taesdv/demo", "fps": 8.0, "lossless": False, "quality": 90,
+        "method": "default"}},
+}
+
+TAESDV_WEIGHTS = ("models/vae_approx/taesdv.pth: ComfyUI-Manager's model list (Model Manager), "
+                  "`python scripts/fetch_weights.py models/vae_approx`, or by hand from "
+                  "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth. Offline: `bash scripts/start.sh "
+                  "--demo-weights` writes taesdv-random-demo.pth; pick it in Load TAESDV (random weights: "
+                  "the plumbing works, the pictures are noise).")
+
+NOTES = {
+    "taesdv_demo_live_preview.json": (
+        "TRY THIS ONE FIRST: runs offline, no downloads.\n\n"
+        "Needs what `bash scripts/start.sh --demo-weights` writes: models/checkpoints/"
+        "taesdv-demo-sd15-random.safetensors (an SD1.5-format checkpoint with random weights) and "
+        "models/vae_approx/taesdv-random-demo.pth (TAESDV with random weights).\n\n"
+        "Queue it: the KSampler node plays the whole 8-frame clip as it is at every step (budget 100% so "
+        "every step previews, even on a CPU). The pictures are noise; the plumbing is real.\n\n"
+        "With real models: pick an SD1.5 checkpoint and taesdv.pth, and lower budget_percent to 5."),
+    "taesdv_svd_live_preview_and_decode.json": (
+        "Needs:\n- models/checkpoints/svd_xt.safetensors: Stable Video Diffusion XT "
+        "(stabilityai/stable-video-diffusion-img2vid-xt on Hugging Face; not part of the demo assets).\n"
+        "- " + TAESDV_WEIGHTS + "\n"
+        "- input/example.png: the start picture. Upload your own in Load Image, or use the one "
+        "`start.sh --demo-weights` writes.\n\n"
+        "No SVD checkpoint? taesdv_demo_live_preview shows the same live preview offline."),
+    "taesdv_video_roundtrip.json": (
+        "Needs:\n- " + TAESDV_WEIGHTS + "\n"
+        "- input/example.mp4: any video. Upload your own in Load Video, or use the 16-frame 12 fps clip "
+        "`start.sh --demo-weights` writes.\n\n"
+        "The saved video keeps the input's frame rate: Get Video Components' fps feeds Create Video."),
+    "taesdv_streaming_decode.json": (
+        "Needs:\n- " + TAESDV_WEIGHTS + "\n"
+        "- input/next_piece.latent: a ComfyUI Save Latent file (save one from any SD sampler with Save "
+        "Latent, then move it from output/latents/ to input/), or the 4-frame one `start.sh "
+        "--demo-weights` writes.\n\n"
+        "Each queue run decodes the next piece and continues the clip where the last run stopped "
+        "(stream_name); set reset to start a new clip."),
+}
+
 EXAMPLES = {
+    "taesdv_demo_live_preview.json": DEMO_LIVE_PREVIEW,
     "taesdv_svd_live_preview_and_decode.json": SVD_PREVIEW_AND_DECODE,
     "taesdv_video_roundtrip.json": ROUNDTRIP,
     "taesdv_streaming_decode.json": STREAMING,
 }
+
+LOAD_WITH_NOTE = """async ([graph, text]) => {
+  await app.loadApiJson(graph, 'x');
+  const nodes = app.graph._nodes;
+  const left = Math.min(...nodes.map((n) => n.pos[0]));
+  const bottom = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+  const note = LiteGraph.createNode('Note');
+  note.title = 'What this example needs';
+  note.widgets[0].value = text;
+  note.pos = [left, bottom + 60];
+  note.size = [560, 240];
+  app.graph.add(note);
+  return JSON.stringify(app.graph.serialize());
+}"""
 
 
 def main() -> None:
@@ -71,8 +141,7 @@ def main() -> None:
     try:
         with comfy_page(host.url) as (page, _errors):
             for name, graph in EXAMPLES.items():
-                workflow = json.loads(page.evaluate(
-                    "async (g) => { await app.loadApiJson(g, 'x'); return JSON.stringify(app.graph.serialize()); }", graph))
+                workflow = json.loads(page.evaluate(LOAD_WITH_NOTE, [graph, NOTES[name]]))
                 with open(os.path.join(ROOT, "example_workflows", name), "w") as f:
                     json.dump(workflow, f, indent=1)
                 print("wrote", name, len(workflow["nodes"]), "nodes")

@@ -2,7 +2,8 @@
 # Sets up a local ComfyUI with this pack and starts it with the example workflows ready.
 #   bash scripts/start.sh                      # pinned ComfyUI 0.3.75 on CPU, http://127.0.0.1:8188
 #   bash scripts/start.sh --comfyui PATH       # link the pack into an existing ComfyUI instead
-#   bash scripts/start.sh --demo-weights       # offline: random weights of the official layout
+#   bash scripts/start.sh --demo-weights       # offline: random demo models and inputs for every example
+#                                              # (scripts/make_demo_assets.py; pictures are noise)
 #   bash scripts/start.sh --port 8190
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,10 +26,17 @@ else
 fi
 models="$base/models/vae_approx"; mkdir -p "$models" "$base/user/default/workflows"
 cp example_workflows/*.json "$base/user/default/workflows/"
-"$python" scripts/fetch_weights.py "$models" $([ "$DEMO" = 1 ] && echo --demo) || true
+if ! "$python" scripts/fetch_weights.py "$models" && [ "$DEMO" = 0 ]; then
+  echo "start: starting without taesdv.pth; the examples need it (or run again with --demo-weights)" >&2
+fi
+if [ "$DEMO" = 1 ]; then
+  comfyui="${COMFYUI_PATH:-$here/.host/ComfyUI}"
+  "$python" scripts/make_demo_assets.py "$base" --comfyui "$comfyui"
+  echo "start: demo assets ready; open Templates -> ComfyUI-TAESDV -> taesdv_demo_live_preview and queue it"
+fi
 if [ -n "$COMFYUI_PATH" ]; then
   cd "$COMFYUI_PATH"; exec "$python" main.py --listen 127.0.0.1 --port "$PORT"
 fi
 cd .host/ComfyUI
-echo "start: ComfyUI on http://127.0.0.1:$PORT (workflows menu: taesdv_*.json)"
+echo "start: ComfyUI on http://127.0.0.1:$PORT (examples: Templates -> ComfyUI-TAESDV, or the Workflows menu: taesdv_*.json)"
 exec "$python" main.py --cpu --listen 127.0.0.1 --port "$PORT" --base-directory "$base" --disable-api-nodes

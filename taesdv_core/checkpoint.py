@@ -126,9 +126,17 @@ def check_declared_sizes(path: str, name: str, is_safetensors: bool) -> None:
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a `.pth`/`.pt` (weights only) or `.safetensors` file, on the CPU."""
+# What to do about a missing file depends on who asked: ComfyUI users put it in a folder, the command
+# line names an option. Callers pass their own advice; this is ComfyUI's.
+MISSING_ADVICE = f"put taesdv.pth in models/vae_approx ({OFFICIAL_URL})"
+
+
+def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str, torch.Tensor]:
+    """Tensors of a `.pth`/`.pt` (weights only) or `.safetensors` file, on the CPU. A missing file
+    raises CheckpointError("checkpoint '<path>' does not exist; <missing_advice>")."""
     name = os.path.basename(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint '{path}' does not exist; put taesdv.pth in models/vae_approx ({OFFICIAL_URL})")
+        raise CheckpointError(f"checkpoint '{path}' does not exist; {missing_advice}")
     size = os.path.getsize(path)
     if size == 0:
         raise CheckpointError(f"checkpoint '{name}' is empty (0 bytes); download taesdv.pth again from {OFFICIAL_URL}")
@@ -244,15 +252,17 @@ def model_from_state_dict(sd: dict[str, torch.Tensor], name: str = "state dict",
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def load_taesdv(path: str, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu") -> TAESDV:
+def load_taesdv(path: str, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
+                missing_advice: str = MISSING_ADVICE) -> TAESDV:
     """Load a TAESDV checkpoint file (.pth or .safetensors) in the given dtype and device.
 
     dtype: a torch dtype or a name of DTYPES; "tf32" loads float32 weights that may use TF32.
+    `missing_advice` is what the error tells the user to do when the file does not exist.
     """
     tf32 = dtype == "tf32"
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise CheckpointError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
-    model = model_from_state_dict(read_state_dict(path), os.path.basename(path), dtype, device)
+    model = model_from_state_dict(read_state_dict(path, missing_advice), os.path.basename(path), dtype, device)
     return allow_tf32(model, tf32)

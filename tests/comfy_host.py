@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,35 @@ PACK_NAME = "ComfyUI-TAESDV"
 DEVICE = os.environ.get("TAESDV_TEST_DEVICE", "cpu")
 # More server arguments, e.g. "--front-end-root DIR" where the frontend package is not installed.
 SERVER_ARGS = shlex.split(os.environ.get("TAESDV_TEST_SERVER_ARGS", ""))
+
+
+PACK_SOURCES = ("__init__.py", "nodes", "taesdv_core", "web")  # what ComfyUI loads from the pack
+
+
+def is_pack_file(path: str, pack_root: str = ROOT) -> bool:
+    """A file of the pack itself (through any link to it), not of the host or the venv that may live
+    inside the checkout (.host/, .venv/), whatever the checkout's folder is called."""
+    relative = os.path.relpath(os.path.realpath(path), os.path.realpath(pack_root))
+    return relative.split(os.sep)[0] in PACK_SOURCES
+
+
+def pack_load_problems(log: str, pack_root: str = ROOT, pack_name: str = PACK_NAME) -> list[str]:
+    """What went wrong loading this pack, from a ComfyUI server log: a missing or failed entry for
+    custom_nodes/<pack_name> in the import times, ComfyUI's own messages about that module, and
+    tracebacks with a frame in the pack's files. Other modules' import errors (the host's optional
+    comfy_extras without spandrel, kornia, torchaudio) are not the pack's."""
+    problems = []
+    module = re.escape(os.sep + os.path.join("custom_nodes", pack_name))
+    if not re.search(rf"^\s*[\d.]+ seconds: .*{module}$", log, re.M):
+        failed = re.search(rf"^.*seconds \(IMPORT FAILED\): .*{module}$", log, re.M)
+        problems.append(failed.group(0).strip() if failed else f"no import-times line for custom_nodes/{pack_name}")
+    about_module = re.compile(rf"(Cannot import|Error while calling comfy_entrypoint in|Skip) (\S*{module})[ :]")
+    problems += [line for line in log.splitlines() if about_module.search(line)]
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        frames = re.findall(r'^\s*File "([^"]+)", line \d+', block.split("\n\n")[0], re.M)
+        if any(is_pack_file(f, pack_root) for f in frames if os.path.isabs(f)):
+            problems.append("Traceback (most recent call last):" + block.split("\n\n")[0])
+    return problems
 
 
 def free_port() -> int:

@@ -109,3 +109,43 @@ def test_bad_weights_give_a_clear_message(tmp_path, latents_file):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint at all")
     r = cli("decode", latents_file[0], "-w", tmp_path / "bad.pth", "-o", tmp_path / "o.gif")
     assert r.returncode == 2 and "error: checkpoint 'bad.pth'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pip_install_gives_a_taesdv_command_that_works_from_any_folder(tmp_path, checkpoint_path, latents_file):
+    import sysconfig
+
+    # A fresh venv that sees this Python's packages (torch & co.), as --system-site-packages would.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "host_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+                        "--no-deps", "--no-build-isolation", "-e", ROOT], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = elsewhere / "frames.safetensors"
+    r = subprocess.run([str(venv / "bin" / "taesdv"), "decode", str(latents_file[0]), "-w", checkpoint_path, "-o", str(out)],
+                       cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert load_file(out)["frames"].shape == (1, 6, 3, 40, 56)
+
+
+def test_every_option_of_every_subcommand_has_help_and_encode_has_no_fps():
+    from taesdv_core.__main__ import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert set(subcommands) == {"decode", "encode", "roundtrip"}
+    for name, sub in subcommands.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+    assert "--fps" not in subcommands["encode"]._option_string_actions
+    assert cli("encode", "x", "-w", "w.pth", "-o", "o.safetensors", "--fps", "8").returncode == 2  # argparse: unknown option
+
+
+def test_missing_weights_give_command_line_advice(tmp_path, latents_file):
+    r = cli("decode", latents_file[0], "-w", tmp_path / "taesdv.pth", "-o", tmp_path / "o.gif")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "-w/--weights: file not found" in r.stderr and "scripts/fetch_weights.py" in r.stderr
+    assert "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth" in r.stderr
+    assert "models/vae_approx" not in r.stderr

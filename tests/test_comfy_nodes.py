@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import graphs
+from comfy_host import pack_load_problems
 from reference_taesdv import reference_decode, reference_encode
 
 NODE_IDS = ["TAESDVLoader", "TAESDVDecode", "TAESDVStreamingDecode", "TAESDVEncode"]
@@ -31,12 +32,50 @@ def unique(prefix):
 
 
 def test_server_log_shows_the_pack_loaded_without_errors(comfy):
-    log = comfy.log()
-    assert re.search(r"seconds: .*custom_nodes/ComfyUI-TAESDV$", log, re.M)
-    assert "ComfyUI-TAESDV" not in "\n".join(l for l in log.splitlines() if "IMPORT FAILED" in l or "Cannot import" in l)
-    for block in log.split("Traceback (most recent call last):")[1:]:
-        traceback = block.split("\n\n")[0]  # frames up to the exception line
-        assert "TAESDV" not in traceback, traceback
+    assert pack_load_problems(comfy.log()) == []
+
+
+HOST_LOG = """\
+Traceback (most recent call last):
+  File "{root}/.host/ComfyUI/nodes.py", line 2146, in load_custom_node
+    module_spec.loader.exec_module(module)
+  File "{root}/.host/ComfyUI/comfy_extras/nodes_upscale_model.py", line 2, in <module>
+    from spandrel import ModelLoader, ImageModelDescriptor
+ModuleNotFoundError: No module named 'spandrel'
+
+Cannot import {root}/.host/ComfyUI/comfy_extras/nodes_upscale_model.py module for custom nodes: No module named 'spandrel'
+IMPORT FAILED: nodes_upscale_model.py
+
+Import times for custom nodes:
+   0.0 seconds: {base}/custom_nodes/taesdv_test_nodes
+   0.1 seconds: {base}/custom_nodes/ComfyUI-TAESDV
+
+"""
+PACK_ERROR = """\
+Traceback (most recent call last):
+  File "{root}/.host/ComfyUI/execution.py", line 277, in process_inputs
+    result = f(**inputs)
+  File "{base}/custom_nodes/ComfyUI-TAESDV/nodes/load.py", line 61, in execute
+    model = load_taesdv(path)
+RuntimeError: boom
+
+"""
+
+
+def test_log_check_blames_the_pack_only_for_its_own_modules_and_frames(tmp_path):
+    # A checkout whose folder is named like the pack: every host path then contains the pack's name.
+    root = tmp_path / "ComfyUI-TAESDV"
+    for d in ("nodes", ".host/ComfyUI/comfy_extras"):
+        os.makedirs(root / d)
+    base = tmp_path / "base"
+    os.makedirs(base / "custom_nodes")
+    os.symlink(root, base / "custom_nodes" / "ComfyUI-TAESDV")
+    fill = {"root": root, "base": base}
+    assert pack_load_problems(HOST_LOG.format(**fill), pack_root=str(root)) == []
+    assert len(pack_load_problems(HOST_LOG.format(**fill) + PACK_ERROR.format(**fill), pack_root=str(root))) == 1
+    failed = HOST_LOG.format(**fill).replace("0.1 seconds:", "0.1 seconds (IMPORT FAILED):")
+    failed += f"Cannot import {base}/custom_nodes/ComfyUI-TAESDV module for custom nodes: No module named 'x'\n"
+    assert len(pack_load_problems(failed, pack_root=str(root))) == 2
 
 
 def test_loader_offers_tf32_beside_exact_fp32(comfy):

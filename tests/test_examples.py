@@ -1,0 +1,106 @@
+"""The example workflows, as a user gets them: `start.sh --demo-weights` assets in a fresh ComfyUI
+base, each example (UI format, as shipped) converted to an API prompt and run on the real server.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from comfy_host import ROOT, ComfyHost
+from workflow_api import to_api
+
+EXAMPLES = os.path.join(ROOT, "example_workflows")
+DEMO = "taesdv_demo_live_preview.json"
+
+
+def example(name):
+    with open(os.path.join(EXAMPLES, name)) as f:
+        return json.load(f)
+
+
+def notes(workflow):
+    return "\n".join(n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "Note")
+
+
+@pytest.fixture(scope="module")
+def demo_host(tmp_path_factory):
+    """A fresh base with exactly what `start.sh --demo-weights` writes, and the real server on it."""
+    base = str(tmp_path_factory.mktemp("demo_base"))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_demo_assets.py"), base],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    host = ComfyHost(base).start()
+    yield host
+    host.stop()
+
+
+def run_example(host, name, **model_names):
+    object_info = host.get_json("/object_info")
+    prompt = to_api(example(name), object_info)
+    for node in prompt.values():
+        if node["class_type"] == "TAESDVLoader" and "taesdv" in model_names:
+            node["inputs"]["model_name"] = model_names["taesdv"]
+    return prompt, host.run(prompt, timeout=600)
+
+
+def test_every_example_has_a_note_naming_each_file_it_loads():
+    for path in sorted(glob.glob(os.path.join(EXAMPLES, "*.json"))):
+        workflow = json.load(open(path))
+        text = notes(workflow)
+        assert text, f"{os.path.basename(path)} has no Note node"
+        for node in workflow["nodes"]:
+            if node["type"] in ("LoadImage", "LoadVideo", "LoadLatent", "CheckpointLoaderSimple",
+                                "ImageOnlyCheckpointLoader", "TAESDVLoader"):
+                assert node["widgets_values"][0] in text, (os.path.basename(path), node["widgets_values"][0])
+        assert "--demo-weights" in text, os.path.basename(path)
+
+
+def test_examples_are_offered_as_templates_under_the_pack_name(demo_host):
+    templates = demo_host.get_json("/workflow_templates")
+    names = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(EXAMPLES, "*.json")))
+    assert sorted(templates["ComfyUI-TAESDV"]) == names
+    served = json.loads(demo_host.get_bytes("/api/workflow_templates/ComfyUI-TAESDV/taesdv_demo_live_preview.json"))
+    assert served == example(DEMO)
+
+
+def test_demo_example_samples_with_the_demo_checkpoint_and_plays_the_clip_on_the_sampler(demo_host):
+    prompt, run = run_example(demo_host, DEMO)
+    assert run.succeeded, run.error_text()
+    sampler = next(i for i, n in prompt.items() if n["class_type"] == "KSampler")
+    clips = [m["data"] for m in run.messages if m["type"] == "taesdv.preview"]
+    steps = prompt[sampler]["inputs"]["steps"]
+    assert [c["step"] for c in clips] == list(range(1, steps + 1))
+    assert all(c["node_id"] == sampler and c["frame_count"] == 8 and c["frame_width"] == 256 for c in clips)
+    saved = next(o for o in run.history["outputs"].values() if "images" in o)["images"]
+    assert saved and saved[0]["filename"].endswith(".webp")
+
+
+def test_roundtrip_example_keeps_the_input_frame_rate(demo_host):
+    import av
+
+    _, run = run_example(demo_host, "taesdv_video_roundtrip.json", taesdv="taesdv-random-demo.pth")
+    assert run.succeeded, run.error_text()
+    video = next(o for o in run.history["outputs"].values() if o.get("images"))["images"][0]
+    path = os.path.join(demo_host.base, "output", video["subfolder"], video["filename"])
+    with av.open(os.path.join(demo_host.base, "input", "example.mp4")) as src, av.open(path) as out:
+        assert out.streams.video[0].average_rate == src.streams.video[0].average_rate == 12
+        assert out.streams.video[0].frames == src.streams.video[0].frames == 16
+
+
+def test_streaming_example_decodes_the_demo_latent_and_continues_on_the_next_run(demo_host):
+    for _ in range(2):  # the node re-runs every queue run and continues the stream
+        _, run = run_example(demo_host, "taesdv_streaming_decode.json", taesdv="taesdv-random-demo.pth")
+        assert run.succeeded, run.error_text()
+        images = next(o for o in run.history["outputs"].values() if o.get("images"))["images"]
+        assert len(images) == 4
+
+
+def test_svd_example_is_valid_and_needs_only_the_svd_checkpoint_and_real_weights(demo_host):
+    prompt, run = run_example(demo_host, "taesdv_svd_live_preview_and_decode.json", taesdv="taesdv-random-demo.pth")
+    assert run.status == 400
+    failing = {prompt[i]["class_type"] for i in run.response["node_errors"]}
+    assert failing == {"ImageOnlyCheckpointLoader"}, run.error_text()
+    assert "svd_xt.safetensors" in run.error_text()

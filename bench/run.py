@@ -30,7 +30,7 @@ import taesdv_core.engine as engine  # noqa: E402
 from taesdv_core.model import TAESDVDecoder  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from taesdv_core.checkpoint import DTYPES  # noqa: E402
 
 
 def one_batch(run):

@@ -1,4 +1,9 @@
-"""ComfyUI nodes of the pack: thin classes over taesdv_core."""
+"""Everything of the pack that touches ComfyUI: the nodes (thin classes over taesdv_core), the
+device-managed model (managed_model), latent mappings (latent_spaces), live previews
+(live_preview, preview_service) and the one wrapped host internal (host_hooks).
+
+Imports run one way: nodes -> live_preview -> preview_service -> managed_model -> taesdv_core.
+"""
 from comfy_api.latest import ComfyExtension, io
 
 from .decode import TAESDVDecodeBatch

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..taesdv_core import SD_LATENT_SCALE
-from ..taesdv_core.engine import InputError
+from ..taesdv_core.errors import InputError
 from ..taesdv_core.media import crop_to_multiple_of_8
+from . import latent_spaces
 
 TAESDVModel = io.Custom("TAESDV")
 CATEGORY = "TAESDV"
@@ -14,9 +14,10 @@ CATEGORY = "TAESDV"
 
 def latent_scale_input() -> io.Float.Input:
     return io.Float.Input(
-        "latent_scale", default=SD_LATENT_SCALE, min=0.0001, max=10.0, step=0.00001,
-        tooltip="Factor from ComfyUI's LATENT values (unscaled VAE latents) to the diffusion model's space that "
-                "TAESDV eats. 0.18215 for SD1.x, SD2.x, SVD, AnimateDiff and AnimateLCM; change only if you know why.",
+        "latent_scale", default=0.0, min=0.0, max=10.0, step=0.00001,
+        tooltip="0 = auto: ComfyUI's LATENT values are mapped to what the loaded decoder eats, as the host's own "
+                "VAE Decode does for that model. Any other value multiplies the LATENT by it instead (0.18215 is "
+                "the SD scale older TAESDV workflows saved; it gives the same as auto for TAESDV).",
     )
 
 
@@ -28,25 +29,38 @@ def chunk_input() -> io.Int.Input:
     )
 
 
-def latent_to_clips(samples: dict, latent_scale: float) -> torch.Tensor:
-    """LATENT {"samples": [B,4,h,w] (frames as batch) or [B,4,T,h,w]} -> NTCHW clips in model space."""
+def latent_to_clips(samples: dict, decoder, latent_scale: float) -> torch.Tensor:
+    """LATENT {"samples": [B, C, h, w] (frames as batch) or [B, C, T, h, w]} -> NTCHW clips, mapped to
+    the decoder's input (latent_scale 0) or multiplied by latent_scale."""
     if not isinstance(samples, dict) or "samples" not in samples:
         raise InputError("samples must be a LATENT (a dict with 'samples')")
     x = samples["samples"]
     if getattr(x, "is_nested", False):
-        raise InputError("samples is a nested (multi-shape) latent; TAESDV decodes one SD video latent at a time")
-    if x.ndim == 4:  # AnimateDiff / AnimateLCM / SVD: the batch is the frames of one clip
-        clips = x.unsqueeze(0)
-    elif x.ndim == 5:  # video latents [B, C, T, h, w]
-        clips = x.movedim(1, 2)
-    else:
-        raise InputError(f"samples has shape {tuple(x.shape)}; expected [frames, 4, h, w] or [batch, 4, frames, h, w]")
-    return clips.float() * latent_scale
+        raise InputError("samples is a nested (multi-shape) latent; decode one video latent at a time")
+    if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
+        raise InputError(f"samples has shape {tuple(getattr(x, 'shape', ()))}; expected [frames, C, h, w] or "
+                         "[batch, C, frames, h, w]")
+    x = x.float()
+    if x.shape[1] == decoder.latent_channels:  # a wrong width is refused by the engine, naming the file that fits
+        x = x * latent_scale if latent_scale else latent_spaces.to_decoder(decoder, x)
+    return x.unsqueeze(0) if x.ndim == 4 else x.movedim(1, 2)
+
+
+def clips_to_latent(latents: torch.Tensor, encoder, latent_scale: float) -> dict:
+    """Encoder output (1, T, C, h, w) -> LATENT: frames as the batch [T, C, h, w] for image-latent
+    models (SD video), [1, C, T, h, w] for video-latent ones; mapped back to LATENT values (latent_scale 0)
+    or divided by latent_scale."""
+    import comfy.latent_formats
+
+    video = getattr(comfy.latent_formats, encoder.latent_format)().latent_dimensions == 3
+    x = latents.movedim(1, 2) if video else latents[0]
+    x = x / latent_scale if latent_scale else latent_spaces.from_encoder(encoder, x)
+    return {"samples": x}
 
 
 def frames_to_image(frames: torch.Tensor) -> torch.Tensor:
-    """NTCHW frames -> ComfyUI IMAGE [N*T, H, W, 3]."""
-    return frames.flatten(0, 1).movedim(1, -1).contiguous()
+    """Frames (N, T, H, W, 3), as ManagedAutoencoder.decode lays them out -> IMAGE [N*T, H, W, 3] (a view)."""
+    return frames.flatten(0, 1)
 
 
 def image_to_frames(image: torch.Tensor) -> torch.Tensor:

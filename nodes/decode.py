@@ -28,6 +28,6 @@ class TAESDVDecodeBatch(io.ComfyNode):
 
     @classmethod
     def execute(cls, taesdv, samples: dict, chunk_frames: int, latent_scale: float) -> io.NodeOutput:
-        clips = latent_to_clips(samples, latent_scale)
+        clips = latent_to_clips(samples, taesdv.decoder, latent_scale)
         frames = taesdv.decode(clips, chunk_frames or None)
         return io.NodeOutput(frames_to_image(frames))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .common import CATEGORY, TAESDVModel, chunk_input, image_to_frames, latent_scale_input
+from .common import CATEGORY, TAESDVModel, chunk_input, clips_to_latent, image_to_frames, latent_scale_input
 
 
 class TAESDVEncode(io.ComfyNode):
@@ -27,4 +27,4 @@ class TAESDVEncode(io.ComfyNode):
     @classmethod
     def execute(cls, taesdv, pixels, chunk_frames: int, latent_scale: float) -> io.NodeOutput:
         latents = taesdv.encode(image_to_frames(pixels), chunk_frames or None)
-        return io.NodeOutput({"samples": latents[0] / latent_scale})
+        return io.NodeOutput(clips_to_latent(latents, taesdv.encoder, latent_scale))

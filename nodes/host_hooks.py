@@ -26,19 +26,19 @@ def install_sampler_preview_hook() -> bool:
     if getattr(original, "taesdv_hook", False):
         return True
 
-    from .live_preview import sampler_callback, serves
+    from .live_preview import build_callback
     from .preview_service import SERVICE
 
-    def prepare_callback(model, steps, x0_output_dict=None, *args, **kwargs):
+    def prepare_callback(model, steps, x0_output_dict=None):  # the signature of ComfyUI 0.3.75's
         try:
             spec = SERVICE.spec_for(model)
-            use_taesdv = spec is not None and serves(model.model.latent_format)
+            use_taesdv = spec is not None and spec.taesdv.serves(model.model.latent_format)
         except Exception as e:  # never let the pack break sampling
             log.warning("TAESDV preview hook: %s; using ComfyUI's previewer", e)
             use_taesdv = False
         if not use_taesdv:
-            return original(model, steps, x0_output_dict, *args, **kwargs)
-        return sampler_callback(model, steps, x0_output_dict, spec, SERVICE.clients)
+            return original(model, steps, x0_output_dict)
+        return build_callback(model, steps, spec, x0_output_dict)
 
     prepare_callback.taesdv_hook = True
     prepare_callback.__wrapped__ = original

@@ -1,65 +1,29 @@
-"""Animated TAESDV previews on the sampler node: the ComfyUI side of taesdv_core.preview.
+"""Animated previews on the sampler node: the ComfyUI side of taesdv_core.preview.
 
-Per sampling run, a `SamplerPreview` decodes each step's whole x0 clip and sends it as one JSON
-event (protocol in README, "Preview protocol"), and hands a contact sheet to ComfyUI's normal
-preview path for clients without this pack's extension.
+Per sampling run, a `SamplerPreview` decodes each previewed step's whole x0 clip and sends it
+as one JSON event (protocol in README, "Preview protocol"). ComfyUI's normal preview path
+still gets an image every previewed step: a contact sheet of all frames for clients without
+this pack's extension, a small still (the middle frame) for clients that play the clip, so
+queue and job thumbnails stay filled. Both come from the frames already decoded.
 """
 from __future__ import annotations
 
 import base64
 import logging
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import comfy.model_management as mm
 import comfy.utils
 from comfy.cli_args import args as comfy_args
 
-from ..taesdv_core.model import LATENT_CHANNELS, SD_LATENT_SCALE
-from ..taesdv_core.preview import PROTOCOL_VERSION, Previewer, PreviewSettings
+from ..taesdv_core.preview import PROTOCOL_VERSION, Previewer
+from . import latent_spaces
+from .preview_http import LATEST
+from .preview_service import SERVICE, SPEC_KEY, PreviewSpec
 
 log = logging.getLogger("taesdv")
 
 EVENT = "taesdv.preview"
-SPEC_KEY = "taesdv_preview"  # model_options["transformer_options"][SPEC_KEY] -> PreviewSpec
-
-
-def serves(latent_format) -> bool:
-    """True for SD-family latents (4 channels, SD VAE scale 0.18215: SD1.x, SD2.x, SVD, AnimateDiff)."""
-    return (getattr(latent_format, "latent_channels", None) == LATENT_CHANNELS
-            and abs(getattr(latent_format, "scale_factor", 0) - SD_LATENT_SCALE) < 1e-6)
-
-
-@dataclass
-class PreviewSpec:
-    """What the TAESDV Latent Preview node attaches to a MODEL: which TAESDV and which settings."""
-
-    taesdv: object  # ManagedTAESDV
-    settings: PreviewSettings
-
-    def __deepcopy__(self, memo):
-        return self  # ModelPatcher.clone() deep-copies model_options; the model must not be copied
-
-
-class ExtensionClients:
-    """Websocket client ids whose page runs this pack's extension (they get clips, not contact sheets)."""
-
-    def __init__(self, limit: int = 256):
-        self.limit = limit
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, client_id: str) -> None:
-        self._ids.pop(client_id, None)
-        self._ids[client_id] = None
-        while len(self._ids) > self.limit:
-            self._ids.popitem(last=False)
-
-    def __contains__(self, client_id) -> bool:
-        return client_id in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
 
 def _server():
@@ -92,16 +56,16 @@ def _node_identity() -> dict:
 class SamplerPreview:
     """The previews of one sampling run on one node."""
 
-    def __init__(self, spec: PreviewSpec, device, clients: ExtensionClients):
+    def __init__(self, spec: PreviewSpec, device, latent_format):
         self.spec = spec
-        self.clients = clients
-        self.previewer = Previewer(spec.taesdv.preview_decoder(device), spec.settings,
-                                   interrupt_types=(mm.InterruptProcessingException,))
+        decoder = spec.taesdv.preview_decoder(device)
+        self.previewer = Previewer(decoder, spec.settings, interrupt_types=(mm.InterruptProcessingException,),
+                                   prepare=lambda x0: latent_spaces.x0_to_decoder(decoder, latent_format, x0))
         self.identity = _node_identity()
         self.sequence = 0
 
     def __call__(self, step: int, x0, total_steps: int):
-        """Preview one step; returns ComfyUI's standard preview tuple for clients without the extension."""
+        """Preview one step; returns ComfyUI's standard preview tuple (or None when skipped)."""
         clip = self.previewer.render(step, total_steps, x0)
         if clip is None:
             return None
@@ -117,40 +81,32 @@ class SamplerPreview:
         server = _server()
         server.send_sync(EVENT, {**meta, "image": "data:image/jpeg;base64," + base64.b64encode(clip.sheet_jpeg).decode()},
                          server.client_id)
+        LATEST.put(self.identity["prompt_id"], self.identity["display_node_id"], clip.frames, self.spec.settings.fps,
+                   step + 1, total_steps)
+        still = clip.middle_frame() if server.client_id in SERVICE.clients else clip.sheet
         self.previewer.charge(time.perf_counter() - started)
-        if server.client_id in self.clients:
-            return None
-        # ComfyUI scales previews to fit its --preview-size, upscaling small ones: cap at the sheet's own size
-        return ("JPEG", clip.sheet, min(comfy_args.preview_size, max(clip.sheet.size)))
+        # ComfyUI scales previews to fit its --preview-size, upscaling small ones: cap at the image's own size
+        return ("JPEG", still, min(comfy_args.preview_size, max(still.size)))
 
 
-def sampler_callback(model_patcher, steps: int, x0_output_dict, spec: PreviewSpec, clients: ExtensionClients):
-    """What latent_preview.prepare_callback builds, with TAESDV clips in place of one-frame previews."""
-    preview = SamplerPreview(spec, model_patcher.load_device, clients)
+def build_callback(model_patcher, steps: int, spec: PreviewSpec, x0_output_dict=None, inner=None):
+    """The sampler callback with TAESDV clips in place of ComfyUI's one-frame previews.
+
+    inner: a callback someone else built (kept: it reports progress and fills outputs itself);
+    None builds what latent_preview.prepare_callback builds. One progress update per step.
+    """
+    preview = SamplerPreview(spec, model_patcher.load_device, model_patcher.model.latent_format)
     pbar = comfy.utils.ProgressBar(steps)
 
     def callback(step, x0, x, total_steps):
-        if x0_output_dict is not None:
+        if inner is not None:
+            inner(step, x0, x, total_steps)
+        elif x0_output_dict is not None:
             x0_output_dict["x0"] = x0
-        pbar.update_absolute(step + 1, total_steps, None)  # progress first: it also raises a pending interrupt
-        standard = preview(step, x0, total_steps)
-        if standard is not None:
-            pbar.update_absolute(step + 1, total_steps, standard)
-
-    callback.taesdv_preview = preview
-    return callback
-
-
-def wrap_callback(original, model_patcher, spec: PreviewSpec, clients: ExtensionClients):
-    """TAESDV clips added to a callback that someone else built (progress and outputs stay theirs)."""
-    preview = SamplerPreview(spec, model_patcher.load_device, clients)
-
-    def callback(step, x0, x, total_steps):
-        if original is not None:
-            original(step, x0, x, total_steps)
-        standard = preview(step, x0, total_steps)
-        if standard is not None:
-            comfy.utils.ProgressBar(total_steps).update_absolute(step + 1, total_steps, standard)
+        mm.throw_exception_if_processing_interrupted()  # before spending time on a preview
+        still = preview(step, x0, total_steps)
+        if inner is None or still is not None:
+            pbar.update_absolute(step + 1, total_steps, still)
 
     callback.taesdv_preview = preview
     return callback
@@ -159,18 +115,18 @@ def wrap_callback(original, model_patcher, spec: PreviewSpec, clients: Extension
 def outer_sample_wrapper(executor, *args, **kwargs):
     """OUTER_SAMPLE wrapper of the TAESDV Latent Preview node (ComfyUI's public sampling hook).
 
-    When the sampler's callback is not already a TAESDV one (built by host_hooks), wrap it.
+    When the sampler's callback is not already a TAESDV one (built through host_hooks), wrap it.
     Positional arguments as CFGGuider.outer_sample: noise, latent_image, sampler, sigmas,
     denoise_mask, callback, disable_pbar, seed.
     """
-    from .preview_service import SERVICE
-
     guider = executor.class_obj
     spec = guider.model_options.get("transformer_options", {}).get(SPEC_KEY)
     args = list(args)
     callback = args[5] if len(args) > 5 else kwargs.get("callback")
-    if spec is not None and serves(guider.model_patcher.model.latent_format) and not hasattr(callback, "taesdv_preview"):
-        callback = wrap_callback(callback, guider.model_patcher, spec, SERVICE.clients)
+    if (spec is not None and spec.taesdv.serves(guider.model_patcher.model.latent_format)
+            and not hasattr(callback, "taesdv_preview")):
+        steps = max(1, len(args[3]) - 1) if len(args) > 3 else 1
+        callback = build_callback(guider.model_patcher, steps, spec, inner=callback)
         if len(args) > 5:
             args[5] = callback
         else:

@@ -6,8 +6,9 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..taesdv_core import CheckpointError, OFFICIAL_URL, load_taesdv
-from ..taesdv_core.comfy_adapter import DTYPE_CHOICES, ManagedTAESDV
+from ..taesdv_core import OFFICIAL_URL, load_taesdv
+from ..taesdv_core.errors import CheckpointError, InputError
+from .managed_model import DTYPE_CHOICES, ManagedAutoencoder
 
 from .common import CATEGORY, TAESDVModel
 
@@ -44,19 +45,22 @@ class LoadTAESDV(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name: str, dtype: str) -> bool | str:
-        # ComfyUI 0.3.75 does not check schema-API combo values itself: both are checked here.
-        if dtype not in DTYPE_CHOICES:
-            return f"dtype '{dtype}' is not one of {', '.join(DTYPE_CHOICES)}"
-        if model_name not in folder_paths.get_filename_list("vae_approx"):
-            return (f"model_name '{model_name}' is not a file in models/vae_approx; put taesdv.pth there "
-                    f"({OFFICIAL_URL}) and refresh")
+    def validate_inputs(cls, model_name: str) -> bool | str:
+        # ComfyUI 0.3.75 does not check schema-API combo values itself, and it reports a failed
+        # validate_inputs once per argument: so only model_name here, dtype in execute.
+        names = folder_paths.get_filename_list("vae_approx")
+        if model_name not in names:
+            present = plausible_checkpoints(names)
+            there = f"files there: {', '.join(present[:8])}" if present else "there are no checkpoints there"
+            return (f"'{model_name}' is not in models/vae_approx ({there}); put taesdv.pth there "
+                    f"({OFFICIAL_URL}) and press R to refresh")
         return True
 
     @classmethod
     def execute(cls, model_name: str, dtype: str) -> io.NodeOutput:
+        if dtype not in DTYPE_CHOICES:
+            raise InputError(f"dtype '{dtype}' is not one of {', '.join(DTYPE_CHOICES)}")
         path = folder_paths.get_full_path("vae_approx", model_name)
         if path is None:
             raise CheckpointError(f"model_name '{model_name}' was not found in models/vae_approx")
-        model = load_taesdv(path)
-        return io.NodeOutput(ManagedTAESDV(model, dtype, name=model_name))
+        return io.NodeOutput(ManagedAutoencoder(load_taesdv(path), dtype, name=model_name))

@@ -6,7 +6,8 @@ from comfy_api.latest import io
 
 from ..taesdv_core.preview import PreviewSettings
 from .common import CATEGORY, TAESDVModel
-from .live_preview import SPEC_KEY, PreviewSpec, outer_sample_wrapper
+from .live_preview import outer_sample_wrapper
+from .preview_service import SPEC_KEY, PreviewSpec
 
 
 class TAESDVLatentPreview(io.ComfyNode):

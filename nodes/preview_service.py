@@ -1,23 +1,59 @@
 """Server-wide state of animated previews: the global switch, extension clients, HTTP routes.
 
 The global switch (ComfyUI settings dialog, or TAESDV_PREVIEW=1 in the environment at start)
-previews every SD-family sampler with the first TAESDV checkpoint in models/vae_approx; the
-TAESDV Latent Preview node does it per MODEL, with its own settings, and takes precedence.
+previews every sampler whose latents a file in models/vae_approx can decode; the TAESDV Latent
+Preview node does it per MODEL, with its own settings, and takes precedence.
 """
 from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import folder_paths
 from aiohttp import web
 
-from ..taesdv_core import CheckpointError, load_taesdv
-from ..taesdv_core.comfy_adapter import ManagedTAESDV
+from ..taesdv_core import load_taesdv
+from ..taesdv_core.errors import CheckpointError
 from ..taesdv_core.preview import PROTOCOL_VERSION, PreviewSettings
-from .live_preview import SPEC_KEY, ExtensionClients, PreviewSpec
+from .managed_model import ManagedAutoencoder
+from .preview_http import register_latest_route
 
 log = logging.getLogger("taesdv")
+
+SPEC_KEY = "taesdv_preview"  # model_options["transformer_options"][SPEC_KEY] -> PreviewSpec
+
+
+@dataclass
+class PreviewSpec:
+    """What previews a MODEL's samplers: which loaded decoder and which settings."""
+
+    taesdv: ManagedAutoencoder
+    settings: PreviewSettings
+
+    def __deepcopy__(self, memo):
+        return self  # ModelPatcher.clone() deep-copies model_options; the model must not be copied
+
+
+class ExtensionClients:
+    """Websocket client ids whose page runs this pack's extension (they play clips)."""
+
+    def __init__(self, limit: int = 256):
+        self.limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, client_id: str) -> None:
+        self._ids.pop(client_id, None)
+        self._ids[client_id] = None
+        while len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, client_id) -> bool:
+        return client_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 class PreviewService:
@@ -25,7 +61,7 @@ class PreviewService:
         self.clients = ExtensionClients()
         self.enabled = os.environ.get("TAESDV_PREVIEW", "").lower() in ("1", "true", "yes", "on")
         self.settings = PreviewSettings()
-        self._global_model: tuple[tuple, ManagedTAESDV] | None = None
+        self._global_model: tuple[tuple, ManagedAutoencoder] | None = None
         self._warned_missing = False
 
     def spec_for(self, model_patcher) -> PreviewSpec | None:
@@ -36,7 +72,7 @@ class PreviewService:
         taesdv = self.global_model()
         return PreviewSpec(taesdv, self.settings) if taesdv is not None else None
 
-    def global_model(self) -> ManagedTAESDV | None:
+    def global_model(self) -> ManagedAutoencoder | None:
         from .load import plausible_checkpoints
 
         names = plausible_checkpoints(folder_paths.get_filename_list("vae_approx"))
@@ -49,7 +85,7 @@ class PreviewService:
         key = (path, os.path.getmtime(path))
         if self._global_model is None or self._global_model[0] != key:
             try:
-                self._global_model = (key, ManagedTAESDV(load_taesdv(path), name=names[0]))
+                self._global_model = (key, ManagedAutoencoder(load_taesdv(path), name=names[0]))
             except CheckpointError as e:
                 log.warning("TAESDV previews: %s", e)
                 return None
@@ -90,6 +126,7 @@ def register_routes() -> None:
     if getattr(routes, "taesdv_registered", False):
         return
     routes.taesdv_registered = True
+    register_latest_route(routes)
 
     @routes.get("/taesdv/preview/settings")
     async def get_settings(request):

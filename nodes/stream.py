@@ -40,6 +40,6 @@ class TAESDVStreamingDecode(io.ComfyNode):
     @classmethod
     def execute(cls, taesdv, samples: dict, stream_name: str, reset: bool, chunk_frames: int,
                 latent_scale: float) -> io.NodeOutput:
-        clips = latent_to_clips(samples, latent_scale)
+        clips = latent_to_clips(samples, taesdv.decoder, latent_scale)
         frames, stream = taesdv.decode_stream(stream_name, clips, reset=reset, chunk_frames=chunk_frames or None)
         return io.NodeOutput(frames_to_image(frames), stream.frames_decoded)

@@ -1,4 +1,4 @@
-"""TAESDV model core: plain PyTorch, no ComfyUI needed (see comfy_adapter for the host side).
+"""The model core: plain PyTorch, no ComfyUI import anywhere (the ComfyUI side is nodes/).
 
     from taesdv_core import load_taesdv, decode, encode, DecodeStream
     model = load_taesdv("taesdv.pth", dtype="fp16", device="cuda")

@@ -12,8 +12,9 @@ import time
 
 import torch
 
-from .checkpoint import DTYPES, CheckpointError, load_taesdv
-from .engine import DecodeStream, InputError, check_finite, decode, encode
+from .checkpoint import DTYPES, load_taesdv
+from .engine import DecodeStream, check_finite, decode, encode
+from .errors import CheckpointError, InputError
 from .media import FrameWriter, crop_to_multiple_of_8, read_frames, read_latents
 
 

@@ -119,10 +119,17 @@ class ChunkDecoder(nn.Sequential):
     """
 
     family: str = "this decoder"  # named in messages: "TAESDV", "TAEHV (Wan 2.1)", ...
+    latent_format: str = "SD15"   # the latents it was made for, named as ComfyUI's latent_formats class
+    input_space: str = "model"    # "model": the diffusion model's latents; "vae": the VAE's own
     latent_channels: int = 4
     spatial_scale: int = 8    # output pixels per latent pixel, each side
     time_scale: int = 1       # output frames per latent frame, before the start trim
     frames_to_trim: int = 0   # frames dropped at a clip's start (TAEHV: time_scale - 1)
+
+    def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
+        """Peak working memory of one output frame of height x width (a 64-channel last stage:
+        its input, memory contribution and shifted copy, two conv outputs, upsampled input)."""
+        return height * width * element_size * (64 * 6 + 64 // 4 + 3)
 
     def forward_chunk(self, latents: torch.Tensor,
                       memory: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -138,9 +145,16 @@ class ChunkEncoder(nn.Sequential):
     """An encoder the engine runs in chunks; `time_scale` frames make one latent frame."""
 
     family: str = "this encoder"
+    latent_format: str = "SD15"   # as ChunkDecoder
+    input_space: str = "model"    # the space of its output latents, as ChunkDecoder's input
     latent_channels: int = 4
     spatial_scale: int = 8
     time_scale: int = 1
+
+    def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
+        """Peak working memory of one input frame of height x width: the first stage holds a few
+        64-channel activations at full size."""
+        return height * width * element_size * (64 * 4 + 3)
 
     def forward_chunk(self, frames: torch.Tensor,
                       memory: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:

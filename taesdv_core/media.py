@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from .engine import InputError
+from .errors import InputError
 from .model import SD_LATENT_SCALE
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
@@ -99,12 +99,7 @@ class FrameWriter:
             return
         arrays = _to_uint8_frames(frames[:1])
         if self.kind in ("webp", "gif"):
-            from PIL import Image
-
-            images = [Image.fromarray(a) for a in arrays]
-            duration = max(1, int(round(1000 / self.fps)))
-            extra = {"lossless": False, "quality": 90} if self.kind == "webp" else {}
-            images[0].save(self.path, save_all=True, append_images=images[1:], duration=duration, loop=0, **extra)
+            save_animation(arrays, self.fps, self.kind, self.path)
         else:
             import av
 
@@ -173,3 +168,14 @@ def crop_to_multiple_of_8(frames: torch.Tensor, name: str = "frames") -> torch.T
         raise InputError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}; TAESDV needs at least 8x8")
     top, left = (frames.shape[-2] - h) // 2, (frames.shape[-1] - w) // 2
     return frames[..., top:top + h, left:left + w]
+
+
+def save_animation(arrays: np.ndarray, fps: float, kind: str, target) -> None:
+    """Frames (T, H, W, 3) uint8 as a looping animated "webp" or "gif" to a path or a binary file."""
+    from PIL import Image
+
+    images = [Image.fromarray(a) for a in arrays]
+    duration = max(1, int(round(1000 / fps)))
+    extra = {"lossless": False, "quality": 90} if kind == "webp" else {}
+    images[0].save(target, format=kind.upper(), save_all=True, append_images=images[1:], duration=duration,
+                   loop=0, **extra)

@@ -60,16 +60,6 @@ class TAESDVDecoder(ChunkDecoder):
         )
 
     @staticmethod
-    def working_bytes_per_frame(height: int, width: int, element_size: int) -> int:
-        """Peak working memory of one frame in a chunk at output size height x width.
-
-        The last stage holds at full size: its input (64 ch), the MemBlock's memory
-        contribution and its shifted copy (64 each), two conv outputs (64 each) and the
-        upsampled input (64, plus its 1/4-size source).
-        """
-        return int(height * width * element_size * (WIDTH * 6 + WIDTH // 4 + 3))
-
-    @staticmethod
     def state_bytes(height: int, width: int, element_size: int) -> int:
         """A stream's memory at output size h x w: 10 MemBlocks x 64 channels x 1 frame at 1/8,
         1/4, 1/2 and full size (3, 3, 3 and 1 blocks)."""
@@ -93,6 +83,9 @@ class TAESDVDecoder(ChunkDecoder):
 
 class TAESDV(nn.Module):
     """Encoder and decoder; either may be None when a checkpoint holds only one of them."""
+
+    description = "TAESDV"
+    full_file = "the full taesdv.pth"
 
     def __init__(self, encoder: bool = True, decoder: bool = True):
         super().__init__()

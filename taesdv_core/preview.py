@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import engine
-from .model import SPATIAL_SCALE, TAESDVDecoder
+from .layers import ChunkDecoder
 
 log = logging.getLogger("taesdv")
 
@@ -51,12 +51,19 @@ class PreviewClip:
     def frame_count(self) -> int:
         return self.frames.shape[0]
 
+    def middle_frame(self) -> "PIL.Image.Image":
+        """The clip's middle frame as an image: a still for thumbnails."""
+        from PIL import Image
+
+        frame = self.frames[self.frame_count // 2].clamp(0, 1).mul(255).round().to(torch.uint8)
+        return Image.fromarray(frame.permute(1, 2, 0).cpu().numpy())
+
 
 class PreviewBudget:
     """Allows a preview only while preview time stays <= `fraction` of the time spent sampling.
 
-    The cost of the next preview is predicted from the last one (or from a FLOP estimate
-    before the first), and it is allowed only if the total would still be within budget.
+    The caller predicts the next preview's cost; it is allowed only if the total would still be
+    within budget.
     """
 
     def __init__(self, fraction: float, clock: Callable[[], float] = time.perf_counter):
@@ -64,25 +71,16 @@ class PreviewBudget:
         self.clock = clock
         self.started = clock()
         self.spent = 0.0
-        self.last_cost: float | None = None
-        self.previews = 0
-        self.skipped = 0
 
-    def allow(self, estimated_cost: float) -> bool:
-        cost = self.last_cost if self.last_cost is not None else estimated_cost
+    def allow(self, cost: float) -> bool:
         sampling_time = (self.clock() - self.started) - self.spent
-        ok = self.fraction >= 1.0 or (self.spent + cost) <= self.fraction * max(sampling_time, 0.0)
-        if not ok:
-            self.skipped += 1
-        return ok
+        return self.fraction >= 1.0 or (self.spent + cost) <= self.fraction * max(sampling_time, 0.0)
 
     def record(self, cost: float) -> None:
         self.spent += cost
-        self.last_cost = cost if self.last_cost is None else 0.5 * (self.last_cost + cost)
-        self.previews += 1
 
 
-def preview_latents(x0: torch.Tensor, max_size: int) -> torch.Tensor:
+def preview_latents(x0: torch.Tensor, max_size: int, spatial_scale: int = 8) -> torch.Tensor:
     """x0 of one step -> one clip (1, T, 4, h, w) no larger than max_size pixels once decoded.
 
     Accepts frames as the batch (T, 4, h, w) or video latents (B, 4, T, h, w) (first clip).
@@ -95,7 +93,7 @@ def preview_latents(x0: torch.Tensor, max_size: int) -> torch.Tensor:
     else:
         raise engine.InputError(f"x0 of shape {tuple(x0.shape)} is not a clip")
     h, w = clip.shape[-2:]
-    limit = max(1, max_size // SPATIAL_SCALE)
+    limit = max(1, max_size // spatial_scale)
     if max(h, w) > limit:
         scale = limit / max(h, w)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -136,14 +134,24 @@ def assumed_throughput(device: torch.device) -> float:
 class Previewer:
     """Turns each step's x0 into a `PreviewClip`, or None when the budget says skip.
 
+    decoders: the decoder, or a list of variants of it from the full output to the cheapest
+    (TAEHV without time upscaling, then without spatial upscaling too). Each step uses the
+    first variant whose predicted cost fits the budget: full clips while they are affordable,
+    cheaper ones instead of none. A variant's cost is predicted from its last previews (from a
+    FLOP estimate before its first).
+
     Never raises for a failed preview (except `interrupt_types`): an out-of-memory error
     halves the preview size and skips that step; any other error turns previews off for the
     rest of this sampling run, with one log line.
     """
 
-    def __init__(self, decoder: TAESDVDecoder, settings: PreviewSettings,
-                 clock: Callable[[], float] = time.perf_counter, interrupt_types: tuple[type, ...] = ()):
-        self.decoder = decoder
+    def __init__(self, decoders: ChunkDecoder | list[ChunkDecoder], settings: PreviewSettings,
+                 clock: Callable[[], float] = time.perf_counter, interrupt_types: tuple[type, ...] = (),
+                 prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x0: x0):
+        """prepare: maps a step's x0 to the decoders' input (inside the never-fail guard)."""
+        self.variants = list(decoders) if isinstance(decoders, (list, tuple)) else [decoders]
+        self.decoder = self.variants[0]
+        self.prepare = prepare
         self.settings = settings
         self.max_size = settings.max_size
         self.budget = PreviewBudget(settings.budget, clock)
@@ -151,40 +159,63 @@ class Previewer:
         self.interrupt_types = interrupt_types
         self.disabled_reason: str | None = None
         self.out_of_memory_count = 0
+        self.measured_cost: dict[int, float] = {}  # variant index -> running mean of its cost
+        self.last_variant: int | None = None
 
     def charge(self, seconds: float) -> None:
         """Count other per-preview work done on the sampler's thread (encoding, sending) in the budget."""
         self.budget.spent += seconds
-        if self.budget.last_cost is not None:
-            self.budget.last_cost += seconds
+        if self.last_variant is not None:
+            self.measured_cost[self.last_variant] += seconds
 
-    def estimated_cost(self, clip_latents: torch.Tensor) -> float:
+    def predicted_cost(self, variant: int, clip_latents: torch.Tensor) -> float:
+        if variant in self.measured_cost:
+            return self.measured_cost[variant]
         n, t, _, h, w = clip_latents.shape
-        device = next(self.decoder.parameters()).device
-        return n * t * TAESDVDecoder.flops_per_frame(h * SPATIAL_SCALE, w * SPATIAL_SCALE) / assumed_throughput(device)
+        d = self.variants[variant]
+        hh, ww = h * d.spatial_scale, w * d.spatial_scale
+        if hasattr(d, "flops_per_frame"):
+            flops = d.flops_per_frame(hh, ww)
+        else:  # a rough guess: every weight used once per pixel at 1/4 of the output size
+            flops = 2 * sum(p.numel() for p in d.parameters()) * hh * ww / 16
+        device = next(d.parameters()).device
+        return n * t * d.time_scale * flops / assumed_throughput(device)
+
+    def _record(self, variant: int, cost: float) -> None:
+        self.budget.record(cost)
+        previous = self.measured_cost.get(variant)
+        self.measured_cost[variant] = cost if previous is None else 0.5 * (previous + cost)
+        self.last_variant = variant
 
     def render(self, step: int, total_steps: int, x0: torch.Tensor) -> PreviewClip | None:
         if self.disabled_reason is not None:
             return None
         try:
-            latents = preview_latents(x0.detach(), self.max_size)
-            if not self.budget.allow(self.estimated_cost(latents)):
+            x0 = self.prepare(x0.detach())
+            chosen = None
+            for i, decoder in enumerate(self.variants):
+                latents = preview_latents(x0, self.max_size, decoder.spatial_scale)
+                if self.budget.allow(self.predicted_cost(i, latents)):
+                    chosen = i
+                    break
+            if chosen is None:
                 return None
             if not bool(torch.isfinite(latents).all()):
                 return None  # a diverging sampler: nothing sensible to show for this step
             started = self.clock()
-            param = next(self.decoder.parameters())
-            frames = engine.decode(self.decoder, latents.to(param.device, param.dtype))[0]
+            decoder = self.variants[chosen]
+            param = next(decoder.parameters())
+            frames = engine.decode(decoder, latents.to(param.device, param.dtype))[0]
             sheet, jpeg, columns, rows = sprite_sheet(frames, self.settings.quality)
             cost = self.clock() - started
-            self.budget.record(cost)
+            self._record(chosen, cost)
             return PreviewClip(step, total_steps, frames, sheet, jpeg, columns, rows, cost)
         except self.interrupt_types:
             raise
         except Exception as e:  # a preview must never fail the run
             if engine.is_out_of_memory(e):
                 self.out_of_memory_count += 1
-                self.max_size = max(SPATIAL_SCALE, self.max_size // 2)
+                self.max_size = max(self.decoder.spatial_scale, self.max_size // 2)
                 log.warning("TAESDV preview ran out of memory; continuing at %d px", self.max_size)
                 return None
             self.disabled_reason = f"{type(e).__name__}: {e}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-from .engine import DecodeStream, InputError
-from .model import TAESDVDecoder
+from .engine import DecodeStream
+from .errors import InputError
+from .layers import ChunkDecoder
 
 log = logging.getLogger("taesdv")
 
@@ -13,7 +14,7 @@ log = logging.getLogger("taesdv")
 class StreamStore:
     """Named `DecodeStream`s, least recently used evicted past `max_streams` or `max_bytes` of state."""
 
-    def __init__(self, decoder: TAESDVDecoder, max_streams: int = 16, max_bytes: int = 2 << 30):
+    def __init__(self, decoder: ChunkDecoder, max_streams: int = 16, max_bytes: int = 2 << 30):
         self.decoder = decoder
         self.max_streams = max_streams
         self.max_bytes = max_bytes
@@ -27,9 +28,6 @@ class StreamStore:
 
     def __contains__(self, name: str) -> bool:
         return name in self._streams
-
-    def names(self) -> list[str]:
-        return list(self._streams)
 
     def state_bytes(self) -> int:
         return sum(s.state_bytes() for s in self._streams.values())
@@ -50,13 +48,6 @@ class StreamStore:
             stream.reset()
         self._streams[name] = stream
         return stream
-
-    def drop(self, name: str) -> bool:
-        return self._streams.pop(name, None) is not None
-
-    def clear(self) -> None:
-        self._streams.clear()
-        self._evicted.clear()
 
     def enforce_bounds(self, keep: str | None = None) -> list[str]:
         """Evict least recently used streams (never `keep`) until within bounds; returns their names."""

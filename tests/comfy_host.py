@@ -30,7 +30,8 @@ def free_port() -> int:
 
 
 class ComfyHost:
-    def __init__(self, base: str, extra_packs: dict[str, str] | None = None, extra_args: list[str] | None = None):
+    def __init__(self, base: str, extra_packs: dict[str, str] | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None):
         self.base = base
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -38,6 +39,7 @@ class ComfyHost:
         self.proc: subprocess.Popen | None = None
         self.extra_packs = extra_packs or {}
         self.extra_args = extra_args or []
+        self.env = env or {}
         for d in ("custom_nodes", "models/vae_approx", "input", "output", "temp", "user/default"):
             os.makedirs(os.path.join(base, d), exist_ok=True)
         links = {PACK_NAME: ROOT, **self.extra_packs}
@@ -54,7 +56,7 @@ class ComfyHost:
     def start(self, timeout: float = 120) -> "ComfyHost":
         if not os.path.isfile(os.path.join(COMFYUI, "main.py")):
             raise RuntimeError(f"no ComfyUI at {COMFYUI}: run `bash scripts/setup-host.sh --test` first")
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", **self.env)
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", self.base, "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
                *self.extra_args]

@@ -27,21 +27,32 @@ def checkpoint_path(tmp_path_factory, state_dict):
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def comfy(tmp_path_factory, state_dict):
-    """The real ComfyUI 0.3.75 on loopback, this pack linked in, a random official-layout checkpoint."""
+def start_comfy(tmp_path_factory, state_dict, name: str, env: dict | None = None):
+    """The real ComfyUI 0.3.75 on loopback, this pack and the test nodes linked in, a random
+    official-layout taesdv.pth in models/vae_approx. Yields the host; saves its log at the end."""
     from comfy_host import ComfyHost
 
-    base = str(tmp_path_factory.mktemp("comfy_base"))
-    host = ComfyHost(base, extra_packs={"taesdv_test_nodes": os.path.join(TESTS, "comfy_test_nodes")})
+    base = str(tmp_path_factory.mktemp(name))
+    host = ComfyHost(base, extra_packs={"taesdv_test_nodes": os.path.join(TESTS, "comfy_test_nodes")}, env=env)
     torch.save(state_dict, os.path.join(base, "models", "vae_approx", "taesdv.pth"))
     host.start()
     yield host
     host.stop()
     os.makedirs(ARTIFACTS, exist_ok=True)
-    with open(os.path.join(ARTIFACTS, "comfy-server.log"), "w") as f:
+    with open(os.path.join(ARTIFACTS, f"{name}-server.log"), "w") as f:
         f.write(host.log())
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, state_dict):
+    yield from start_comfy(tmp_path_factory, state_dict, "comfy")
 
 
 def pytest_configure(config):
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def comfy_serving_clips(tmp_path_factory, state_dict):
+    """A second server, started with the newest preview clips served over HTTP (TAESDV_PREVIEW_HTTP=1)."""
+    yield from start_comfy(tmp_path_factory, state_dict, "comfy-http", env={"TAESDV_PREVIEW_HTTP": "1"})

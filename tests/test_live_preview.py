@@ -1,5 +1,7 @@
 """Live TAESDV previews: the previewer's logic, and whole clips over the real server's websocket."""
 import base64
+import urllib.error
+import urllib.request
 import io
 import json
 import os
@@ -66,13 +68,12 @@ def test_budget_thins_previews_to_the_allowed_fraction():
     allowed = 0
     for step in range(100):
         clock.now += 1.0  # one sampler step takes 1 s
-        if budget.allow(estimated_cost=0.5):
+        if budget.allow(0.5):
             allowed += 1
             clock.now += 0.5  # a preview takes 0.5 s
             budget.record(0.5)
     assert budget.spent <= 0.05 * (clock.now - budget.spent) + 1e-9
     assert 8 <= allowed <= 10  # 5% of 100 s of sampling is 5 s: 10 previews of 0.5 s at most
-    assert budget.skipped == 100 - allowed
 
 
 def test_budget_of_one_previews_every_step():
@@ -159,7 +160,7 @@ def test_clients_without_the_extension_get_a_standard_preview_image(comfy):
     assert Image.open(io.BytesIO(previews[0][8 + meta_len:])).size == (128, 128)  # 2x2 contact sheet
 
 
-def test_clients_with_the_extension_get_clips_only(comfy):
+def test_clients_with_the_extension_get_clips_and_a_one_frame_still_for_thumbnails(comfy):
     ws, client_id = comfy.connect()
     try:
         status, _ = comfy.post_json("/taesdv/preview/client", {"client_id": client_id})
@@ -169,7 +170,10 @@ def test_clients_with_the_extension_get_clips_only(comfy):
     finally:
         ws.close()
     assert len(clip_events(run)) == 3
-    assert not [b for b in run.binaries if int.from_bytes(b[:4], "big") in (1, 4)]
+    stills = [b for b in run.binaries if int.from_bytes(b[:4], "big") in (1, 4)]
+    assert len(stills) == 3  # the queue and job thumbnails stay filled
+    meta_len = int.from_bytes(stills[0][4:8], "big")
+    assert Image.open(io.BytesIO(stills[0][8 + meta_len:])).size == (64, 64)  # one frame, not the sheet
 
 
 def test_default_budget_keeps_preview_time_within_five_percent_of_sampling(comfy):
@@ -232,10 +236,75 @@ def test_hook_wraps_comfyui_prepare_callback_on_the_real_host(comfy):
     assert run.outputs("1")["hook"] == [{"wrapped": True, "wraps_original": True}]
 
 
-def test_time_spent_sending_counts_in_the_budget(decoder):
+def slow_by(decoder, clock, seconds):
+    """Make every decoder call advance the fake clock, as a real decode takes time."""
+    real = type(decoder).forward_chunk
+
+    def forward_chunk(latents, memory):
+        clock.now += seconds
+        return real(decoder, latents, memory)
+    decoder.forward_chunk = forward_chunk
+
+
+def test_time_spent_sending_counts_in_the_budget(state_dict):
+    decoder = model_from_state_dict(state_dict).decoder
     clock = FakeClock()
     previewer = Previewer(decoder, PreviewSettings(budget=0.5), clock=clock)
-    clock.now = 100.0
+    slow_by(decoder, clock, 1.0)  # a one-frame preview costs 1 s of decoding
+    clock.now += 10.0  # ten seconds of sampling
     assert previewer.render(0, 4, torch.randn(1, 4, 2, 2)) is not None
-    previewer.charge(3.0)
-    assert previewer.budget.spent == pytest.approx(3.0) and previewer.budget.last_cost == pytest.approx(3.0)
+    assert previewer.budget.spent == pytest.approx(1.0)
+    previewer.charge(3.0)  # sending it took 3 s more
+    assert previewer.budget.spent == pytest.approx(4.0)
+    assert previewer.predicted_cost(0, torch.zeros(1, 1, 4, 2, 2)) == pytest.approx(4.0)
+    clock.now += 4.0  # 10 s of sampling so far, 4 s of preview: the next (4 s) would exceed 50%
+    assert previewer.render(1, 4, torch.randn(1, 4, 2, 2)) is None
+    clock.now += 8.0  # 18 s of sampling: 4 + 4 <= 9
+    assert previewer.render(2, 4, torch.randn(1, 4, 2, 2)) is not None
+
+
+def test_a_cheaper_variant_previews_when_the_full_one_does_not_fit(state_dict):
+    full, cheap = model_from_state_dict(state_dict).decoder, model_from_state_dict(state_dict).decoder
+    clock = FakeClock()
+    previewer = Previewer([full, cheap], PreviewSettings(budget=0.1), clock=clock)
+    slow_by(full, clock, 5.0)
+    slow_by(cheap, clock, 0.5)
+    previewer.measured_cost.update({0: 5.0, 1: 0.5})  # as measured by earlier previews
+    clock.now += 10.0  # 10% of 10 s of sampling: 1 s of previews allowed
+    clip = previewer.render(0, 4, torch.randn(1, 4, 2, 2))
+    assert clip is not None and previewer.last_variant == 1
+    clock.now += 100.0
+    assert previewer.render(1, 4, torch.randn(1, 4, 2, 2)) is not None and previewer.last_variant == 0
+
+
+# -- the newest clip over HTTP, for third-party clients ------------------------------------------
+
+def test_clips_over_http_are_off_by_default_and_say_how_to_turn_them_on(comfy):
+    run = comfy.run(graphs.sampling_graph(frames=4, size=64, steps=2, preview={"budget_percent": 100}))
+    assert run.succeeded, run.error_text()
+    try:
+        comfy.get_bytes(f"/taesdv/preview/latest?prompt_id={run.prompt_id}")
+        raise AssertionError("the clip was served while the switch is off")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404 and "TAESDV_PREVIEW_HTTP=1" in e.read().decode()
+
+
+def test_the_newest_clip_of_a_prompt_is_an_animated_webp_of_all_its_frames(comfy_serving_clips):
+    host = comfy_serving_clips
+    run = host.run(graphs.sampling_graph(frames=6, size=64, steps=3, preview={"budget_percent": 100}))
+    assert run.succeeded and len(clip_events(run)) == 3
+    with urllib.request.urlopen(f"{host.url}/taesdv/preview/latest?prompt_id={run.prompt_id}", timeout=30) as r:
+        assert r.headers["Content-Type"] == "image/webp"
+        assert r.headers["X-TAESDV-Step"] == "3/3" and r.headers["X-TAESDV-Node-Id"] == "13"
+        clip = Image.open(io.BytesIO(r.read()))
+    assert clip.format == "WEBP" and clip.n_frames == 6 and clip.size == (64, 64)
+    last = clip_events(run)[-1]
+    clip.seek(1)
+    clip.load()  # Pillow reads a WebP frame's duration when it decodes the frame
+    assert clip.info["duration"] == round(1000 / last["fps"])
+    status = None
+    try:
+        urllib.request.urlopen(f"{host.url}/taesdv/preview/latest?prompt_id=not-a-prompt", timeout=30)
+    except urllib.error.HTTPError as e:
+        status = e.code
+    assert status == 404

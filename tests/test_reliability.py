@@ -110,12 +110,12 @@ def test_encode_with_an_encoder_less_checkpoint_says_so(comfy, bad_checkpoints):
              "5": graphs.loader(), "3": graphs.decode(model="5"), "4": graphs.encode(model="1", pixels="3"),
              "6": graphs.save_tensor(unique("e"), samples="4")}
     run = comfy.run(graph)
-    assert re.search(r"'taesdv_decoder_only.pth' has no encoder tensors; load the full taesdv.pth", run.error_text())
+    assert re.search(r"'taesdv_decoder_only.pth' \(TAESDV\) has no encoder tensors; load the full taesdv.pth", run.error_text())
 
 
 def test_decode_with_a_decoder_less_checkpoint_says_so(comfy, bad_checkpoints):
     run = comfy.run(decode_with("taesdv_encoder_only.pth"))
-    assert re.search(r"'taesdv_encoder_only.pth' has no decoder tensors", run.error_text())
+    assert re.search(r"'taesdv_encoder_only.pth' \(TAESDV\) has no decoder tensors; load the full taesdv.pth", run.error_text())
 
 
 @pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/passwd", "..\\taesdv.pth", "nope.pth"])
@@ -126,16 +126,29 @@ def test_model_names_outside_vae_approx_are_refused_before_running(comfy, name):
     assert_still_serving(comfy)
 
 
-def test_unknown_dtype_is_refused_before_running(comfy):
+def test_unknown_dtype_is_refused_by_the_loader_with_the_choices(comfy):
+    # The host reports a failed validate_inputs once per argument it takes, so the loader
+    # validates model_name there (one message) and dtype when it runs, before loading anything.
     graph = decode_with("taesdv.pth")
     graph["1"]["inputs"]["dtype"] = "fp8"
-    assert comfy.run(graph).status == 400
+    run = comfy.run(graph)
+    assert not run.succeeded
+    assert re.search(r"dtype 'fp8' is not one of auto, fp32, fp16, bf16", run.error_text()), run.error_text()
+    assert_still_serving(comfy)
+
+
+def test_a_missing_file_is_reported_once_and_names_the_files_that_are_there(comfy):
+    status, body = comfy.post_json("/prompt", {"prompt": decode_with("nope.pth")})
+    assert status == 400
+    errors = [e for node in body["node_errors"].values() for e in node["errors"]]
+    assert len(errors) == 1, errors
+    assert re.search(r"'nope.pth' is not in models/vae_approx \(files there: taesdv.pth", errors[0]["details"])
 
 
 # -- latents -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("clip,message", [
-    ({"channels": 16}, r"16 channels.*TAESDV expects 4.*Wan/Hunyuan/SD3/Flux.*own VAE or a TAEHV"),
+    ({"channels": 16}, r"16 channels.*TAESDV expects 4.*Wan 2.1.*load taew2_1"),
     ({"channels": 3}, r"3 channels.*expects 4"),
     ({"frames": 0}, r"0 frames.*at least one frame"),
     ({"fill": "nan"}, r"1 NaN or infinite values.*sampler or an upstream node"),

@@ -88,18 +88,50 @@ class TestTinySD15Model(io.ComfyNode):
                                                               offload_device=mm.unet_offload_device()))
 
 
+class TestTinyWanModel(io.ComfyNode):
+    """A real Wan 2.1 / 2.2-format video diffusion model (ComfyUI's own WanModel and model classes)
+    with a tiny random transformer, so a real KSampler samples 16/48-channel video latents here."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_TinyWanModel", category="testing",
+                         inputs=[io.Int.Input("dim", default=32, min=16, max=512), io.Int.Input("seed", default=0),
+                                 io.Combo.Input("latent_format", options=["Wan21", "Wan22"], default="Wan21")],
+                         outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, dim, seed, latent_format="Wan21"):
+        import comfy.latent_formats
+        import comfy.model_management as mm
+        import comfy.model_patcher
+        import comfy.supported_models
+
+        channels = 16 if latent_format == "Wan21" else 48
+        unet_config = {"image_model": "wan2.1", "model_type": "t2v", "dim": dim, "ffn_dim": dim * 2, "num_heads": 2,
+                       "num_layers": 1, "in_dim": channels, "out_dim": channels, "text_dim": 32, "freq_dim": 32}
+        model = comfy.supported_models.WAN21_T2V(unet_config).get_model({}, "", device="cpu")
+        model.latent_format = getattr(comfy.latent_formats, latent_format)()
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.01))
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                                              offload_device=mm.unet_offload_device()))
+
+
 class TestConditioning(io.ComfyNode):
     """Conditioning for the tiny model (context width 32), in place of a CLIP text encoder."""
 
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="TAESDVTest_Conditioning", category="testing",
-                         inputs=[io.Int.Input("seed", default=0)], outputs=[io.Conditioning.Output()])
+                         inputs=[io.Int.Input("seed", default=0), io.Int.Input("tokens", default=77, min=1, max=512, optional=True)],
+                         outputs=[io.Conditioning.Output()])
 
     @classmethod
-    def execute(cls, seed):
+    def execute(cls, seed, tokens=77):
         g = torch.Generator().manual_seed(seed)
-        return io.NodeOutput([[torch.randn(1, 77, 32, generator=g), {}]])
+        return io.NodeOutput([[torch.randn(1, tokens, 32, generator=g), {}]])
 
 
 class TestHookState(io.ComfyNode):
@@ -195,7 +227,7 @@ class TestServerStats(io.ComfyNode):
 
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
-        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestConditioning, TestHookState,
+        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestTinyWanModel, TestConditioning, TestHookState,
                 TestInjectOutOfMemory, TestServerStats]
 
 

@@ -18,9 +18,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 # The newest comfyui-frontend-package, installed apart by `scripts/setup-host.sh --test`.
 NEWEST_FRONTEND = os.path.join(ROOT, ".host", "frontend-newest")
 
-# Errors the stock frontend logs on this offline machine, with or without this pack.
+# Errors the stock frontend logs on this offline machine, with or without this pack. The newest
+# frontend also asks for the Jobs API (/api/jobs), which the 0.3.75 server does not have.
 CORE_OFFLINE_NOISE = re.compile(r"api\.comfy\.org|Failed to load resource: the server responded with a status of 404|"
-                                r"Failed to load resource: net::ERR_FAILED")
+                                r"Failed to load resource: net::ERR_FAILED|Jobs API|Failed to fetch (jobs|queue|history)")
 
 
 def frontends() -> list[tuple[str, str | None]]:

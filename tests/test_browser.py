@@ -74,6 +74,14 @@ LISTENER_TRACKER = """(() => {
 })()"""
 
 
+def bring_player_into_view(page):
+    """Scale 1, the player's node near the top left corner (clear of the minimap and menus)."""
+    page.evaluate("""() => { const n = [...window.TAESDV_PREVIEW.players.keys()][0];
+                             app.canvas.ds.scale = 1; app.canvas.ds.offset = [-n.pos[0] + 120, -n.pos[1] + 110];
+                             app.canvas.setDirty(true, true); }""")
+    page.wait_for_timeout(500)
+
+
 def player_ready(page):
     page.wait_for_function("() => [...window.TAESDV_PREVIEW.players.values()].some(p => p.clip)", timeout=60_000)
 
@@ -106,6 +114,7 @@ def test_sampler_node_plays_the_clip_keeps_the_last_one_and_cleans_up(ui):
         assert later["meta"]["sequence"] == first["meta"]["sequence"] and later["playing"] and later["timer"]
 
         # Pause holds the frame; scrubbing shows the chosen frame.
+        bring_player_into_view(page)
         page.click(".taesdv-play")
         paused = page.evaluate(PLAYER_STATE)[0]
         page.wait_for_timeout(500)
@@ -178,24 +187,23 @@ def test_settings_dialog_switch_reaches_the_server(ui):
         shot(page, name(ui, "settings-dialog"))
 
 
-SIZE_COMBO = ("xpath=//*[contains(text(), 'Largest side of global preview frames')]"
-              "/ancestor::*[.//*[contains(@class, 'p-select')]][1]//*[contains(@class, 'p-select')][1]")
 
 
 def test_frame_size_setting_lists_sizes_in_pixels_and_shows_the_chosen_one(ui):
     with comfy_page(ui.url) as (page, errors):
         open_taesdv_settings(page)
-        combo = page.locator(SIZE_COMBO).first
+        combo = page.get_by_role("combobox", name="Largest side of global preview frames")
         assert combo.inner_text().strip() == "256 px"  # the default shows, not a blank box
+        listbox = page.locator(f'[id="{combo.get_attribute("aria-controls")}"]')  # this combo's list only
         combo.click()
         page.wait_for_timeout(400)
-        options = [t.strip() for t in page.get_by_role("option").all_inner_texts()]
+        options = [t.strip() for t in listbox.get_by_role("option").all_inner_texts()]
         shot(page, name(ui, "settings-size-combo-open"))
         assert options == ["128 px", "192 px", "256 px", "320 px", "384 px", "512 px"]
         try:
-            page.get_by_role("option", name="384 px").click()
+            listbox.get_by_role("option", name="384 px").click()
             page.wait_for_timeout(500)
-            assert combo.inner_text().strip() == "384 px"
+            assert page.locator('[id="TAESDV.Preview.MaxSize"]').inner_text().strip() == "384 px"
             assert page.evaluate("() => app.extensionManager.setting.get('TAESDV.Preview.MaxSize')") == 384
             assert ui.get_json("/taesdv/preview/settings")["max_size"] == 384
             shot(page, name(ui, "settings-size-combo-chosen"))
@@ -221,10 +229,7 @@ def test_player_fills_the_node_preview_area_and_leaves_zoom_and_drag_to_the_canv
         queue(page, graphs.sampling_graph(frames=8, size=64, steps=3, preview={"budget_percent": 100}))
         player_ready(page)
         assert wait_done(page) == "execution_success"
-        page.evaluate("""() => { const n = [...window.TAESDV_PREVIEW.players.keys()][0];
-                                 app.canvas.ds.offset = [-n.pos[0] + 100, -n.pos[1] + 80]; app.canvas.ds.scale = 1;
-                                 app.canvas.setDirty(true, true); }""")
-        page.wait_for_timeout(500)
+        bring_player_into_view(page)
         shot(page, name(ui, "preview-fills-node"))
         box = page.evaluate(PICTURE)
         # The picture spans the node's width (less the widget margins) and is no thumbnail.
@@ -266,7 +271,7 @@ FRONTEND_STILLS = """() => {
     const jobs = pinia?._s.get('jobPreview');
     const node = [...window.TAESDV_PREVIEW.players.keys()][0];
     return {nodePreviews: Object.entries(app.nodePreviewImages ?? {}).map(([k, v]) => [k, [...(v ?? [])]]),
-            jobPreviews: jobs ? Object.keys(jobs.$state.previews ?? jobs.previewsByJobId ?? {}) : null,
+            jobPreviews: jobs ? JSON.stringify(jobs.$state).length : null,
             stillOnNode: !!node?.widgets?.some(w => w.name === '$$canvas-image-preview'),
             player: !!node};
 }"""
@@ -275,12 +280,12 @@ FRONTEND_STILLS = """() => {
 def test_standard_still_feeds_the_frontends_preview_store_while_the_node_plays_the_clip(ui):
     with comfy_page(ui.url) as (page, errors):
         page.wait_for_timeout(1000)
-        queue(page, graphs.sampling_graph(frames=8, size=64, steps=40, channels=64, preview={"budget_percent": 100}))
+        queue(page, graphs.sampling_graph(frames=8, size=64, steps=12, preview={"budget_percent": 100}))
         player_ready(page)
         page.wait_for_function("() => Object.keys(app.nodePreviewImages ?? {}).length > 0", timeout=60_000)
         during = page.evaluate(FRONTEND_STILLS)
         shot(page, name(ui, "still-in-store-clip-on-node"))
-        assert wait_done(page) == "execution_success"
+        assert wait_done(page, timeout=240_000) == "execution_success"
         assert during["player"] and not during["stillOnNode"], during
         assert any(k.endswith("13") and v and v[0].startswith("blob:") for k, v in during["nodePreviews"]), during
 

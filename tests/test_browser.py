@@ -1,65 +1,99 @@
 """The extension in a real browser (Debian Chromium + Playwright) on the real ComfyUI frontend.
 
+Every test runs against the pinned frontend (comfyui-frontend-package in the venv) and against the
+newest one (installed apart by `scripts/setup-host.sh --test`, served with --front-end-root).
 Screenshots land in test-artifacts/ (look at them). Console errors are compared with those the
-same page shows before any TAESDV activity: the stock frontend logs a few of its own here
-(user.css 404s, blocked calls to api.comfy.org on a machine without internet).
+same page shows before any TAESDV activity: the stock frontend logs a few of its own here.
 """
+import json
 import os
 import re
-import time
+from importlib.metadata import version
 
 import pytest
+import torch
 
 import graphs
-from browser import available, comfy_page
-from conftest import ARTIFACTS
+from browser import ARTIFACTS, available, comfy_page, frontends, new_errors, queue, shot, wait_done
+from comfy_host import ComfyHost
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs Debian's chromium and playwright (.ci/run installs both)")
 
-# Errors the stock frontend logs on this offline machine, with or without this pack.
-CORE_OFFLINE_NOISE = re.compile(r"api\.comfy\.org|Failed to load resource: the server responded with a status of 404|"
-                                r"Failed to load resource: net::ERR_FAILED")
-
-PLAYER_STATE = """() => [...window.TAESDV_PREVIEW.activeNodes].map(n => {
-    const p = window.TAESDV_PREVIEW.players.get(n);
-    return {id: String(n.id), type: n.type, frame: p.frame, playing: p.playing, timer: p.timer !== null,
-            meta: p.clip && p.clip.meta, counter: p.counter.textContent, canvas: p.canvas.toDataURL()};
-})"""
+TESTS = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = os.path.join(os.path.dirname(TESTS), "example_workflows")
+FRONTENDS = frontends()
 
 
-def shot(page, name):
+@pytest.fixture(scope="module", params=FRONTENDS,
+                ids=[f"frontend-{version('comfyui-frontend-package') if root is None and label == 'pinned' else label}"
+                     for label, root in FRONTENDS])
+def ui(request, tmp_path_factory, state_dict):
+    """The real ComfyUI 0.3.75 serving one frontend version, this pack linked in."""
+    label, root = request.param
+    if label != "pinned" and root is None:
+        pytest.skip("the newest frontend is not installed: run `bash scripts/setup-host.sh --test`")
+    base = str(tmp_path_factory.mktemp(f"comfy_ui_{label}"))
+    host = ComfyHost(base, extra_packs={"taesdv_test_nodes": os.path.join(TESTS, "comfy_test_nodes")},
+                     extra_args=["--front-end-root", root] if root else [])
+    torch.save(state_dict, os.path.join(base, "models", "vae_approx", "taesdv.pth"))
+    host.start()
+    host.frontend = label
+    yield host
+    host.stop()
     os.makedirs(ARTIFACTS, exist_ok=True)
-    page.screenshot(path=os.path.join(ARTIFACTS, name))
+    with open(os.path.join(ARTIFACTS, f"comfy-server-{label}.log"), "w") as f:
+        f.write(host.log())
 
 
-def queue(page, graph):
-    page.evaluate("""async (g) => {
-        window.__done = null;
-        const done = (e) => { window.__done = e.type; };
-        for (const t of ['execution_success', 'execution_error', 'execution_interrupted'])
-            window.app.api ? null : null, (await import('/scripts/api.js')).api.addEventListener(t, done, {once: true});
-        await app.loadApiJson(g, 'taesdv-test');
-        await app.queuePrompt(0, 1);
-    }""", graph)
+def name(ui, what):
+    return f"{what}-{ui.frontend}.png"
 
 
-def wait_done(page, timeout=120_000):
-    page.wait_for_function("() => window.__done !== null", timeout=timeout)
-    return page.evaluate("() => window.__done")
+# The sampler node's player as the user sees it (and its timer).
+PLAYER_STATE = """() => [...window.TAESDV_PREVIEW.players].map(([n, p]) => ({
+    id: String(n.id), type: n.type, frame: p.frame, playing: p.playing, timer: p.timer !== null,
+    meta: p.clip && p.clip.meta, counter: p.counter.textContent, canvas: p.canvas.toDataURL()}))"""
+
+# Counts the live event listeners of every element, so a test can see they are all removed.
+LISTENER_TRACKER = """(() => {
+    const live = new WeakMap();
+    const key = (type, fn, opts) => `${type}|${typeof opts === 'object' ? !!opts?.capture : !!opts}`;
+    const add = EventTarget.prototype.addEventListener, remove = EventTarget.prototype.removeEventListener;
+    EventTarget.prototype.addEventListener = function (type, fn, opts) {
+        if (!live.has(this)) live.set(this, new Map());
+        const m = live.get(this), k = key(type, fn, opts);
+        if (!m.has(k)) m.set(k, new Set());
+        m.get(k).add(fn);
+        return add.call(this, type, fn, opts);
+    };
+    EventTarget.prototype.removeEventListener = function (type, fn, opts) {
+        live.get(this)?.get(key(type, fn, opts))?.delete(fn);
+        return remove.call(this, type, fn, opts);
+    };
+    window.__liveListeners = (el) => [...(live.get(el)?.values() ?? [])].reduce((n, s) => n + s.size, 0);
+})()"""
 
 
-def new_errors(errors, baseline):
-    return [e for e in errors[baseline:] if not CORE_OFFLINE_NOISE.search(e)]
+def bring_player_into_view(page):
+    """Scale 1, the player's node near the top left corner (clear of the minimap and menus)."""
+    page.evaluate("""() => { const n = [...window.TAESDV_PREVIEW.players.keys()][0];
+                             app.canvas.ds.scale = 1; app.canvas.ds.offset = [-n.pos[0] + 120, -n.pos[1] + 110];
+                             app.canvas.setDirty(true, true); }""")
+    page.wait_for_timeout(500)
 
 
-def test_sampler_node_plays_the_clip_keeps_the_last_one_and_cleans_up(comfy):
-    with comfy_page(comfy.url) as (page, errors):
+def player_ready(page):
+    page.wait_for_function("() => [...window.TAESDV_PREVIEW.players.values()].some(p => p.clip)", timeout=60_000)
+
+
+def test_sampler_node_plays_the_clip_keeps_the_last_one_and_cleans_up(ui):
+    with comfy_page(ui.url, init_script=LISTENER_TRACKER) as (page, errors):
         page.wait_for_timeout(1500)
         baseline = len(errors)
         assert not [e for e in errors if "taesdv" in e.lower()], errors
         queue(page, graphs.sampling_graph(frames=8, size=64, steps=6, preview={"budget_percent": 100, "fps": 8}))
-        page.wait_for_function("() => window.TAESDV_PREVIEW.activeNodes.size > 0", timeout=60_000)
-        shot(page, "preview-during-sampling.png")
+        page.wait_for_function("() => window.TAESDV_PREVIEW.players.size > 0", timeout=60_000)
+        shot(page, name(ui, "preview-during-sampling"))
         assert wait_done(page) == "execution_success"
 
         # Animated: the drawn frame changes over time, all frames of the last step's clip.
@@ -72,7 +106,7 @@ def test_sampler_node_plays_the_clip_keeps_the_last_one_and_cleans_up(comfy):
         assert first["meta"]["sequence"] == second["meta"]["sequence"]
         assert first["frame"] != second["frame"] and first["canvas"] != second["canvas"]
         assert re.fullmatch(r"\d/8 · step 6/6", second["counter"])
-        shot(page, "preview-after-run.png")
+        shot(page, name(ui, "preview-after-run"))
 
         # The last clip stays after the run, still playing.
         page.wait_for_timeout(1200)
@@ -80,6 +114,7 @@ def test_sampler_node_plays_the_clip_keeps_the_last_one_and_cleans_up(comfy):
         assert later["meta"]["sequence"] == first["meta"]["sequence"] and later["playing"] and later["timer"]
 
         # Pause holds the frame; scrubbing shows the chosen frame.
+        bring_player_into_view(page)
         page.click(".taesdv-play")
         paused = page.evaluate(PLAYER_STATE)[0]
         page.wait_for_timeout(500)
@@ -88,64 +123,211 @@ def test_sampler_node_plays_the_clip_keeps_the_last_one_and_cleans_up(comfy):
                                  s.dispatchEvent(new Event('input')); }""")
         scrubbed = page.evaluate(PLAYER_STATE)[0]
         assert scrubbed["frame"] == 5 and scrubbed["counter"].startswith("6/8")
-        shot(page, "preview-paused-scrubbed.png")
+        shot(page, name(ui, "preview-paused-scrubbed"))
 
         # Other nodes keep their own previews: only the sampler got a player.
         assert page.evaluate("() => app.graph.nodes.filter(n => n.widgets?.some(w => w.name === 'taesdv_preview')).map(n => n.type)") == ["KSampler"]
 
-        # Removing the node releases the player, its timer and its DOM.
-        page.evaluate("() => { const n = [...window.TAESDV_PREVIEW.activeNodes][0]; app.graph.remove(n); }")
-        assert page.evaluate("() => window.TAESDV_PREVIEW.activeNodes.size") == 0
+        # Removing the node releases the player, its timer, its DOM and every listener it added.
+        page.evaluate("() => { window.__player = [...window.TAESDV_PREVIEW.players.values()][0]; }")
+        before = page.evaluate("() => ['root', 'canvas', 'button', 'scrubber'].map(k => window.__liveListeners(window.__player[k]))")
+        assert sum(before) >= 7, before  # wheel; 4 pointer/menu on the picture; click; input
+        page.evaluate("() => app.graph.remove([...window.TAESDV_PREVIEW.players.keys()][0])")
+        assert page.evaluate("() => window.TAESDV_PREVIEW.players.size") == 0
         assert page.evaluate("() => document.querySelectorAll('.taesdv-preview').length") == 0
+        assert page.evaluate("() => ['root', 'canvas', 'button', 'scrubber'].map(k => window.__liveListeners(window.__player[k]))") == [0, 0, 0, 0]
+        assert page.evaluate("() => window.__player.timer") is None
         assert new_errors(errors, baseline) == []
 
 
-def test_workflow_switch_and_interruption(comfy):
-    with comfy_page(comfy.url) as (page, errors):
+def test_workflow_switch_and_interruption(ui):
+    with comfy_page(ui.url) as (page, errors):
         page.wait_for_timeout(1000)
         baseline = len(errors)
         queue(page, graphs.sampling_graph(frames=8, size=64, steps=60, channels=64, preview={"budget_percent": 100}))
-        page.wait_for_function("() => [...window.TAESDV_PREVIEW.activeNodes].some(n => window.TAESDV_PREVIEW.players.get(n).clip)", timeout=60_000)
+        player_ready(page)
         page.evaluate("async () => { await (await import('/scripts/api.js')).api.interrupt(); }")
         assert wait_done(page) == "execution_interrupted"
         state = page.evaluate(PLAYER_STATE)[0]
         assert state["meta"] is not None and "interrupted" in state["counter"]  # last complete clip kept, marked
-        shot(page, "preview-interrupted.png")
+        shot(page, name(ui, "preview-interrupted"))
 
         # Switching to another workflow releases every player.
         page.evaluate("async (g) => { await app.loadApiJson(g, 'other'); }", graphs.decode_graph("unused", frames=2))
         page.wait_for_timeout(300)
-        assert page.evaluate("() => window.TAESDV_PREVIEW.activeNodes.size") == 0
+        assert page.evaluate("() => window.TAESDV_PREVIEW.players.size") == 0
         assert page.evaluate("() => document.querySelectorAll('.taesdv-preview').length") == 0
         assert new_errors(errors, baseline) == []
 
 
-def test_settings_dialog_switch_reaches_the_server(comfy):
-    with comfy_page(comfy.url) as (page, errors):
-        assert comfy.get_json("/taesdv/preview/settings")["enabled"] is False
+def open_taesdv_settings(page):
+    page.keyboard.press("Control+,")
+    page.wait_for_timeout(800)
+    page.get_by_text("TAESDV", exact=True).first.click()
+    page.wait_for_timeout(500)
+
+
+def test_settings_dialog_switch_reaches_the_server(ui):
+    with comfy_page(ui.url) as (page, errors):
+        assert ui.get_json("/taesdv/preview/settings")["enabled"] is False
         try:
             page.evaluate("async () => { await app.extensionManager.setting.set('TAESDV.Preview.Enabled', true); }")
             page.wait_for_timeout(500)
-            assert comfy.get_json("/taesdv/preview/settings")["enabled"] is True
+            assert ui.get_json("/taesdv/preview/settings")["enabled"] is True
             page.evaluate("async () => { await app.extensionManager.setting.set('TAESDV.Preview.FPS', 12); }")
             page.wait_for_timeout(500)
-            assert comfy.get_json("/taesdv/preview/settings")["fps"] == 12
+            assert ui.get_json("/taesdv/preview/settings")["fps"] == 12
         finally:
             page.evaluate("async () => { await app.extensionManager.setting.set('TAESDV.Preview.Enabled', false);"
                           " await app.extensionManager.setting.set('TAESDV.Preview.FPS', 8); }")
             page.wait_for_timeout(500)
-        assert comfy.get_json("/taesdv/preview/settings")["enabled"] is False
-        # the settings dialog lists them under TAESDV
-        page.keyboard.press("Control+,")
-        page.wait_for_timeout(800)
-        page.get_by_text("TAESDV", exact=True).first.click()
-        page.wait_for_timeout(500)
+        assert ui.get_json("/taesdv/preview/settings")["enabled"] is False
+        open_taesdv_settings(page)
         assert page.get_by_text("Animated TAESDV previews for every SD-family sampler").count() >= 1
-        shot(page, "settings-dialog.png")
+        shot(page, name(ui, "settings-dialog"))
 
 
-def test_node_lookup_handles_subgraph_paths_and_long_ids(comfy):
-    with comfy_page(comfy.url) as (page, errors):
+
+
+def test_frame_size_setting_lists_sizes_in_pixels_and_shows_the_chosen_one(ui):
+    with comfy_page(ui.url) as (page, errors):
+        open_taesdv_settings(page)
+        combo = page.get_by_role("combobox", name="Largest side of global preview frames")
+        assert combo.inner_text().strip() == "256 px"  # the default shows, not a blank box
+        listbox = page.locator(f'[id="{combo.get_attribute("aria-controls")}"]')  # this combo's list only
+        combo.click()
+        page.wait_for_timeout(400)
+        options = [t.strip() for t in listbox.get_by_role("option").all_inner_texts()]
+        shot(page, name(ui, "settings-size-combo-open"))
+        assert options == ["128 px", "192 px", "256 px", "320 px", "384 px", "512 px"]
+        try:
+            listbox.get_by_role("option", name="384 px").click()
+            page.wait_for_timeout(500)
+            assert page.locator('[id="TAESDV.Preview.MaxSize"]').inner_text().strip() == "384 px"
+            assert page.evaluate("() => app.extensionManager.setting.get('TAESDV.Preview.MaxSize')") == 384
+            assert ui.get_json("/taesdv/preview/settings")["max_size"] == 384
+            shot(page, name(ui, "settings-size-combo-chosen"))
+        finally:
+            page.evaluate("async () => { await app.extensionManager.setting.set('TAESDV.Preview.MaxSize', 256); }")
+            page.wait_for_timeout(300)
+        assert ui.get_json("/taesdv/preview/settings")["max_size"] == 256
+
+
+PICTURE = """() => {
+    const [node, p] = [...window.TAESDV_PREVIEW.players][0];
+    const r = p.canvas.getBoundingClientRect(), scale = app.canvas.ds.scale;
+    return {x: r.x + r.width / 2, y: r.y + r.height / 2, width: r.width, height: r.height,
+            nodeWidth: node.size[0] * scale, nodeHeight: node.size[1] * scale, scale,
+            offset: [...app.canvas.ds.offset], nodePos: [...node.pos]};
+}"""
+
+
+def test_player_fills_the_node_preview_area_and_leaves_zoom_and_drag_to_the_canvas(ui):
+    with comfy_page(ui.url) as (page, errors):
+        page.wait_for_timeout(1000)
+        baseline = len(errors)
+        queue(page, graphs.sampling_graph(frames=8, size=64, steps=3, preview={"budget_percent": 100}))
+        player_ready(page)
+        assert wait_done(page) == "execution_success"
+        bring_player_into_view(page)
+        shot(page, name(ui, "preview-fills-node"))
+        box = page.evaluate(PICTURE)
+        # The picture spans the node's width (less the widget margins) and is no thumbnail.
+        assert box["width"] >= 0.85 * box["nodeWidth"] and box["height"] >= 150, box
+
+        # It grows with the node.
+        page.evaluate("""() => { const n = [...window.TAESDV_PREVIEW.players.keys()][0];
+                                 n.setSize([n.size[0] * 1.6, n.size[1] * 1.6]); app.canvas.setDirty(true, true); }""")
+        page.wait_for_timeout(500)
+        grown = page.evaluate(PICTURE)
+        shot(page, name(ui, "preview-grown-with-node"))
+        assert grown["width"] > 1.4 * box["width"] and grown["height"] > 1.4 * box["height"], (box, grown)
+
+        # The wheel over the picture zooms the graph.
+        page.mouse.move(grown["x"], grown["y"])
+        page.mouse.wheel(0, -300)
+        page.wait_for_timeout(400)
+        zoomed = page.evaluate(PICTURE)
+        assert zoomed["scale"] > grown["scale"], (grown, zoomed)
+
+        # A middle-button drag over the picture pans the graph, as over the rest of the node.
+        page.mouse.move(zoomed["x"], zoomed["y"])
+        page.mouse.down(button="middle")
+        page.mouse.move(zoomed["x"] + 60, zoomed["y"] + 40, steps=6)
+        page.mouse.up(button="middle")
+        page.wait_for_timeout(300)
+        panned = page.evaluate(PICTURE)
+        assert panned["offset"] != zoomed["offset"] and panned["nodePos"] == zoomed["nodePos"], (zoomed, panned)
+
+        shot(page, name(ui, "preview-after-zoom-and-drag"))
+        assert new_errors(errors, baseline) == []
+
+
+# What the frontend keeps as the node's latest preview still: app.nodePreviewImages (its preview
+# store, read by the node-output and queue views), and in newer frontends also the job's preview
+# in the "jobPreview" store, read by the queue's job thumbnails.
+FRONTEND_STILLS = """() => {
+    const pinia = document.getElementById('vue-app')?.__vue_app__?.config.globalProperties.$pinia;
+    const jobs = pinia?._s.get('jobPreview');
+    const node = [...window.TAESDV_PREVIEW.players.keys()][0];
+    return {nodePreviews: Object.entries(app.nodePreviewImages ?? {}).map(([k, v]) => [k, [...(v ?? [])]]),
+            jobPreviews: jobs ? JSON.stringify(jobs.$state).length : null,
+            stillOnNode: !!node?.widgets?.some(w => w.name === '$$canvas-image-preview'),
+            player: !!node};
+}"""
+
+
+def test_standard_still_feeds_the_frontends_preview_store_while_the_node_plays_the_clip(ui):
+    with comfy_page(ui.url) as (page, errors):
+        page.wait_for_timeout(1000)
+        queue(page, graphs.sampling_graph(frames=8, size=64, steps=12, preview={"budget_percent": 100}))
+        player_ready(page)
+        page.wait_for_function("() => Object.keys(app.nodePreviewImages ?? {}).length > 0", timeout=60_000)
+        during = page.evaluate(FRONTEND_STILLS)
+        shot(page, name(ui, "still-in-store-clip-on-node"))
+        assert wait_done(page, timeout=240_000) == "execution_success"
+        assert during["player"] and not during["stillOnNode"], during
+        assert any(k.endswith("13") and v and v[0].startswith("blob:") for k, v in during["nodePreviews"]), during
+
+
+def test_without_dom_widgets_the_node_keeps_the_standard_preview(ui):
+    # A frontend without node.addDOMWidget: no player, no errors, and the node draws ComfyUI's still.
+    with comfy_page(ui.url) as (page, errors):
+        page.wait_for_timeout(1000)
+        baseline = len(errors)
+        queue(page, graphs.sampling_graph(frames=8, size=64, steps=4, preview={"budget_percent": 100}))
+        page.evaluate("() => { for (const n of app.graph.nodes) n.addDOMWidget = undefined; }")
+        assert wait_done(page) == "execution_success"
+        assert page.evaluate("() => window.TAESDV_PREVIEW.players.size") == 0
+        assert new_errors(errors, baseline) == []
+
+
+def test_a_subgraph_node_shows_the_clips_of_each_inner_sampler(ui):
+    # Every inner sampler numbers its clips from 1: the parent's player must take clip 1 of the second
+    # sampler after clip 3 of the first, and still drop a repeated or older clip of the same sampler.
+    with comfy_page(ui.url) as (page, errors):
+        taken = page.evaluate("""async () => {
+            const { ClipPlayer } = await import('/extensions/ComfyUI-TAESDV/clip_player.js');
+            const c = document.createElement('canvas'); c.width = 16; c.height = 8;
+            const ctx = c.getContext('2d'); ctx.fillStyle = '#f00'; ctx.fillRect(0, 0, 8, 8);
+            const sheet = c.toDataURL('image/png');
+            const meta = (node, sequence, prompt = 'p1') => ({protocol: 1, prompt_id: prompt, node_id: node,
+                display_node_id: node, sequence, step: sequence, total_steps: 9, frame_count: 2, fps: 8,
+                frame_width: 8, frame_height: 8, columns: 2, rows: 1});
+            const player = new ClipPlayer();
+            const results = [];
+            for (const [node, seq, prompt] of [['5:12', 1], ['5:12', 3], ['5:13', 1], ['5:13', 1], ['5:12', 2],
+                                               ['5:13', 2], ['5:12', 1, 'p2']])
+                results.push(await player.load(meta(node, seq, prompt), sheet));
+            const shown = player.clip.meta.prompt_id + ' ' + player.clip.meta.node_id;
+            player.dispose();
+            return {results, shown};
+        }""")
+        assert taken == {"results": [True, True, True, False, False, True, True], "shown": "p2 5:12"}
+
+
+def test_node_lookup_handles_subgraph_paths_and_long_ids(ui):
+    with comfy_page(ui.url) as (page, errors):
         found = page.evaluate("""async () => {
             const { nodesForExecutionId } = await import('/extensions/ComfyUI-TAESDV/node_lookup.js');
             const inner = { id: '123456789012345678', graph: null };
@@ -159,16 +341,11 @@ def test_node_lookup_handles_subgraph_paths_and_long_ids(comfy):
         assert found == [["5", "123456789012345678"], ["5"], 0]
 
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_workflows")
-
-
-@pytest.mark.parametrize("name", sorted(os.listdir(EXAMPLES)))
-def test_example_workflows_load_in_the_real_ui(comfy, name):
-    import json
-
-    with open(os.path.join(EXAMPLES, name)) as f:
+@pytest.mark.parametrize("example", sorted(os.listdir(EXAMPLES)))
+def test_example_workflows_load_in_the_real_ui(ui, example):
+    with open(os.path.join(EXAMPLES, example)) as f:
         workflow = json.load(f)
-    with comfy_page(comfy.url) as (page, errors):
+    with comfy_page(ui.url) as (page, errors):
         page.wait_for_timeout(1000)
         baseline = len(errors)
         result = page.evaluate("""async (wf) => {
@@ -183,10 +360,10 @@ def test_example_workflows_load_in_the_real_ui(comfy, name):
         assert result["types"] == sorted(n["type"] for n in workflow["nodes"] if n["type"] not in ("Note", "MarkdownNote"))
         taesdv_nodes = [n for n in result["prompt"].values() if n["class_type"].startswith("TAESDV")]
         assert taesdv_nodes and all(n["inputs"] for n in taesdv_nodes)
-        shot(page, f"example-{name.removesuffix('.json')}.png")
+        shot(page, name(ui, f"example-{example.removesuffix('.json')}"))
         assert new_errors(errors, baseline) == []
 
 
-def test_example_workflows_are_offered_as_templates(comfy):
-    templates = comfy.get_json("/api/workflow_templates")
+def test_example_workflows_are_offered_as_templates(ui):
+    templates = ui.get_json("/api/workflow_templates")
     assert sorted(templates.get("ComfyUI-TAESDV", [])) == sorted(n.removesuffix(".json") for n in os.listdir(EXAMPLES))

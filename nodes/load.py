@@ -6,7 +6,8 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..taesdv_core import OFFICIAL_URL, load_taesdv
+from ..taesdv_core import OFFICIAL_URL
+from ..taesdv_core.loading import load_autoencoder
 from ..taesdv_core.checkpoint import file_fingerprint
 from ..taesdv_core.errors import CheckpointError, InputError
 from .managed_model import DTYPE_CHOICES, ManagedAutoencoder
@@ -15,15 +16,12 @@ from .common import CATEGORY, TAESDVModel
 from .stream import STREAM_STORE
 from .validation import check_inputs
 
-# vae_approx also holds the image TAESDs and the TAEHV family; they are not offered here.
-OTHER_TINY_AUTOENCODERS = ("taesd_", "taesdxl_", "taesd3_", "taef1_", "taef2", "taehv", "taew", "lighttae", "taeltx", "taehy", "taecog", "taeos", "taemochi")
 CHECKPOINT_EXTENSIONS = (".pth", ".pt", ".safetensors", ".sft")
 
 
 def plausible_checkpoints(names: list[str]) -> list[str]:
-    """Files of vae_approx that may be TAESDV, names containing 'taesdv' first."""
-    keep = [n for n in names if n.lower().endswith(CHECKPOINT_EXTENSIONS)
-            and not os.path.basename(n).lower().startswith(OTHER_TINY_AUTOENCODERS)]
+    """Checkpoint files of vae_approx (every tiny-autoencoder family loads), names containing 'taesdv' first."""
+    keep = [n for n in names if n.lower().endswith(CHECKPOINT_EXTENSIONS)]
     return sorted(keep, key=lambda n: ("taesdv" not in n.lower(), n.lower()))
 
 
@@ -34,15 +32,16 @@ class LoadTAESDV(io.ComfyNode):
             node_id="TAESDVLoader",
             display_name="Load TAESDV",
             category=CATEGORY,
-            description="Loads TAESDV (Tiny AutoEncoder for SD Videos, 2.8M parameters) from models/vae_approx. "
-                        f"Get taesdv.pth through ComfyUI-Manager's model list or from {OFFICIAL_URL}.",
+            description="Loads a tiny autoencoder from models/vae_approx, recognised by its tensors: TAESDV (SD video), "
+                        "TAEHV (Wan 2.1/2.2, HunyuanVideo 1/1.5, LTX-2, CogVideoX), image TAESD (SD, SDXL, SD3, FLUX) or "
+                        f"TAE-192 / the temporal decoder. Get taesdv.pth from {OFFICIAL_URL}.",
             inputs=[
                 io.Combo.Input("model_name", options=plausible_checkpoints(folder_paths.get_filename_list("vae_approx")),
-                               tooltip="A TAESDV checkpoint in models/vae_approx (.pth or .safetensors). "
-                                       "Image TAESD and TAEHV files are not listed: they are other models."),
+                               tooltip="A tiny-autoencoder checkpoint in models/vae_approx (.pth or .safetensors); "
+                                       "the family is read from its tensors."),
                 io.Combo.Input("dtype", options=list(DTYPE_CHOICES), default="auto",
                                tooltip="Precision of the weights. auto = what ComfyUI picks for VAEs on this device "
-                                       "(fp16/bf16 on GPUs, fp32 on CPU)."),
+                                       "(fp16/bf16 on GPUs, fp32 on CPU); fp32 is exact, tf32 lets CUDA convs use TF32."),
             ],
             outputs=[TAESDVModel.Output("taesdv", tooltip="The TAESDV model for the decode, encode and preview nodes.")],
         )
@@ -88,5 +87,5 @@ def weights_identity(path: str) -> str:
 def load_managed(path: str, dtype: str = "auto", name: str | None = None) -> ManagedAutoencoder:
     """A checkpoint file as a ManagedAutoencoder whose streams live in the extension's STREAM_STORE."""
     weights = weights_identity(path)
-    return ManagedAutoencoder(load_taesdv(path), dtype, name=name or os.path.basename(path),
+    return ManagedAutoencoder(load_autoencoder(path), dtype, name=name or os.path.basename(path),
                               streams=STREAM_STORE, weights_id=weights)

@@ -345,7 +345,9 @@ class DecodeStream:
 
         with torch.inference_mode(), fp32_precision(decoder):
             try:
-                run_in_chunks(t, max(1, int(chunk_frames)), work, device, progress)
+                multiple = getattr(decoder, "chunk_multiple", 1)  # windowed decoders: whole windows only
+                chunk = max(1, int(chunk_frames))
+                run_in_chunks(t, -(-chunk // multiple) * multiple, work, device, progress, multiple=multiple)
                 sink.flush()
             finally:
                 sink.close()
@@ -359,7 +361,8 @@ class DecodeStream:
     def _forward(self, latents: torch.Tensor, memory) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One chunk from `memory`; returns its frames and the memory after it."""
         forward = self.decoder.forward_chunk
-        if not runs_frame_by_frame(latents.device) or latents.shape[1] == 1:
+        windowed = getattr(self.decoder, "chunk_multiple", 1) > 1  # frames of a window see each other
+        if windowed or not runs_frame_by_frame(latents.device) or latents.shape[1] == 1:
             return forward(latents, memory)
         frames = []
         for i in range(latents.shape[1]):

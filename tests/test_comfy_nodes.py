@@ -94,13 +94,13 @@ def test_every_node_and_input_has_a_tooltip_and_description(comfy):
         assert all(node["output_tooltips"]), node_id
 
 
-def test_loader_lists_only_plausible_checkpoints(comfy):
+def test_loader_lists_every_tiny_autoencoder_checkpoint_taesdv_first(comfy):
     vae_approx = os.path.join(comfy.base, "models", "vae_approx")
     for other in ("taesd_decoder.pth", "taew2_1.safetensors", "notes.txt"):
         open(os.path.join(vae_approx, other), "wb").close()
     try:
         options = comfy.get_json("/object_info/TAESDVLoader")["TAESDVLoader"]["input"]["required"]["model_name"][1]["options"]
-        assert options == ["taesdv.pth"]
+        assert options == ["taesdv.pth", "taesd_decoder.pth", "taew2_1.safetensors"]
     finally:
         for other in ("taesd_decoder.pth", "taew2_1.safetensors", "notes.txt"):
             os.remove(os.path.join(vae_approx, other))
@@ -201,3 +201,28 @@ def test_wrong_channel_count_fails_with_a_message_and_the_server_keeps_serving(c
     assert run.error["exception_type"] == "taesdv.InputError"
     name = unique("after")
     assert comfy.run(graphs.decode_graph(name, frames=2)).succeeded
+
+
+def test_a_wan_taehv_file_decodes_video_latents_as_comfyuis_own_vae_decode_does(comfy):
+    # The same random taew2_1-layout file through Load TAESDV + TAESDV Decode Batch and through the
+    # host's Load VAE + VAE Decode: the frames must match (the host leaves them unclamped).
+    from reference_taehv import random_state_dict
+    from safetensors.torch import save_file
+
+    sd = random_state_dict("wan2_1", seed=3)
+    name = unique("taew2_1") + ".safetensors"
+    for folder in ("vae_approx", "vae"):
+        os.makedirs(os.path.join(comfy.base, "models", folder), exist_ok=True)
+        save_file(sd, os.path.join(comfy.base, "models", folder, name))
+    ours, host = unique("ours"), unique("host")
+    graph = {"1": graphs.loader(name=name), "2": graphs.latent_clip(frames=3, height=4, width=6, channels=16, video_5d=True),
+             "3": graphs.decode(), "4": graphs.save_tensor(ours, images="3"),
+             "5": {"class_type": "VAELoader", "inputs": {"vae_name": name}},
+             "6": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["5", 0]}},
+             "7": graphs.save_tensor(host, images="6")}
+    graph["3"]["inputs"]["latent_scale"] = 0.0  # auto: the file's own mapping
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    a, b = saved(comfy, ours)["images"], saved(comfy, host)["images"]
+    assert a.shape == b.shape == (9, 32, 48, 3)  # 3 latent frames -> 4*3-3 frames, 8x space
+    assert (a - b.clamp(0, 1)).abs().max() < 1e-4

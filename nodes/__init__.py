@@ -6,6 +6,7 @@ Imports run one way: nodes -> live_preview -> preview_service -> managed_model -
 """
 from comfy_api.latest import ComfyExtension, io
 
+from .compare import CompareDecoders
 from .decode import TAESDVDecodeBatch
 from .encode import TAESDVEncode
 from .host_hooks import install_sampler_preview_hook
@@ -15,7 +16,7 @@ from .preview_service import register_routes
 from .stream import TAESDVStreamingDecode
 from .validation import install_prompt_check
 
-NODES: list[type[io.ComfyNode]] = [LoadTAESDV, TAESDVDecodeBatch, TAESDVStreamingDecode, TAESDVEncode, TAESDVLatentPreview]
+NODES: list[type[io.ComfyNode]] = [LoadTAESDV, TAESDVDecodeBatch, TAESDVStreamingDecode, TAESDVEncode, TAESDVLatentPreview, CompareDecoders]
 
 
 def activate() -> None:

@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from . import compare
 from .checkpoint import DTYPES, OFFICIAL_URL, load_taesdv
 from .engine import DecodeStream, check_finite, decode, encode
 from .errors import CheckpointError, InputError
@@ -106,7 +107,7 @@ def roundtrip_command(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taesdv", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{decode,encode,roundtrip}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{decode,encode,roundtrip,compare}")
 
     def common(p):
         p.add_argument("-w", "--weights", required=True, metavar="FILE",
@@ -148,13 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="frame rate of the output (default: the input's)")
     common(p)
     p.set_defaults(run=roundtrip_command)
+
+    compare.add_cli(sub)
+    sub.choices["compare"].set_defaults(run=compare.run_cli)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.chunk is not None and args.chunk < 1:
+        if getattr(args, "chunk", None) is not None and args.chunk < 1:
             raise InputError(f"--chunk {args.chunk}: give a positive number of frames")
         fps = getattr(args, "fps", None)
         if fps is not None and not (math.isfinite(fps) and 0 < fps <= 240):

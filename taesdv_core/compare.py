@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
+from .errors import CheckpointError
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]
 LABEL_STRIP = 14  # pixels of the label strip above each panel
@@ -186,35 +187,21 @@ def format_table(rows: Sequence[dict]) -> str:
 # --- command line ---------------------------------------------------------------------------------
 
 def load_decoder(path: str, device: torch.device, dtype: torch.dtype = torch.float32):
-    """Any decoder this pack knows, recognised from the file's tensors."""
-    from .checkpoint import model_from_state_dict, read_state_dict
-    from .fast_latent_decoders import fast_decoder_from_state_dict, identify_fast_decoder
-    from .taesd import identify_taesd, taesd_from_state_dict
+    """The decoder of any tiny-autoencoder file this pack knows, recognised from its tensors."""
+    from .loading import load_autoencoder
 
-    sd, name = read_state_dict(path), os.path.basename(path)
-    if identify_taesd(sd) is not None:
-        decoder = taesd_from_state_dict(sd, name)[1]
-        if decoder is None:
-            raise ValueError(f"{name} holds only an encoder")
-    elif identify_fast_decoder(sd) is not None:
-        decoder = fast_decoder_from_state_dict(sd, name)
-    else:
-        decoder = model_from_state_dict(sd, name).decoder
-    return decoder.to(device=device, dtype=dtype)
+    decoder = load_autoencoder(path, dtype, device).decoder
+    if decoder is None:
+        raise CheckpointError(f"'{os.path.basename(path)}' holds no decoder")
+    return decoder
 
 
 def decode_fn(decoder) -> DecodeFn:
-    """latents -> frames through the engine; a decoder with `chunk_multiple` > 1 (windowed
-    attention) runs as one pass, since the engine does not yet align chunks to windows."""
+    """latents (the decoder's input space, NTCHW or TCHW) -> frames NTCHW in [0, 1], through the engine."""
     from .engine import decode
 
     def run(latents: torch.Tensor) -> torch.Tensor:
-        param = next(decoder.parameters())
-        if getattr(decoder, "chunk_multiple", 1) > 1:
-            x = _ntchw(latents).to(param.device, param.dtype)
-            return decoder.forward_chunk(x, None)[0].clamp(0, 1).float().cpu()
-        return decode(decoder, latents)
-
+        return decode(decoder, _ntchw(latents))
     return run
 
 
@@ -239,7 +226,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--decoder", action="append", required=True, metavar="LABEL=PATH",
                    help="a decoder checkpoint (TAESDV, image TAESD, TAE-192, DecoderTinyTemporal); repeat")
     p.add_argument("--reference", help="reference frames NTCHW in [0, 1] (.pt/.npy); default: the first decoder")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the decoders run (default: CUDA if available, else CPU)")
     p.add_argument("--out", default="compare-out", help="folder for table.md, rows.json and side-by-side PNGs")
     p.add_argument("--max-png", type=int, default=16, help="side-by-side frames written as PNG (first clip)")
     p.set_defaults(run=run_cli)

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -135,7 +137,7 @@ def test_every_option_of_every_subcommand_has_help_and_encode_has_no_fps():
     from taesdv_core.__main__ import build_parser
 
     subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
-    assert set(subcommands) == {"decode", "encode", "roundtrip"}
+    assert set(subcommands) == {"decode", "encode", "roundtrip", "compare"}
     for name, sub in subcommands.items():
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
@@ -149,3 +151,19 @@ def test_missing_weights_give_command_line_advice(tmp_path, latents_file):
     assert "-w/--weights: file not found" in r.stderr and "scripts/fetch_weights.py" in r.stderr
     assert "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth" in r.stderr
     assert "models/vae_approx" not in r.stderr
+
+
+def test_compare_writes_a_table_and_side_by_side_frames(tmp_path, checkpoint_path):
+    from safetensors.torch import save_file
+
+    from taesdv_core.__main__ import main
+
+    latents = tmp_path / "latents.safetensors"
+    save_file({"latents": torch.randn(1, 3, 4, 4, 4)}, str(latents))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(latents), "--decoder", f"a={checkpoint_path}", "--decoder", f"b={checkpoint_path}",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    rows = json.loads((out / "rows.json").read_text())
+    assert [r["label"] for r in rows] == ["a", "b"] and rows[1]["psnr"] is None  # identical decoders: infinite PSNR
+    assert (out / "table.md").read_text().startswith("| decoder |")
+    assert sorted(p.name for p in out.glob("side_by_side_*.png"))[:1] == ["side_by_side_0000.png"]

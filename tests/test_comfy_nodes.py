@@ -226,3 +226,24 @@ def test_a_wan_taehv_file_decodes_video_latents_as_comfyuis_own_vae_decode_does(
     a, b = saved(comfy, ours)["images"], saved(comfy, host)["images"]
     assert a.shape == b.shape == (9, 32, 48, 3)  # 3 latent frames -> 4*3-3 frames, 8x space
     assert (a - b.clamp(0, 1)).abs().max() < 1e-4
+
+
+def test_compare_decoders_lays_clips_side_by_side_and_tables_their_metrics(comfy):
+    from taesdv_core.taesd import TAESDDecoder
+
+    torch.manual_seed(5)
+    name = unique("taesd") + "_decoder.pth"
+    torch.save(TAESDDecoder(4).state_dict(), os.path.join(comfy.base, "models", "vae_approx", name))
+    out = unique("compare")
+    graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=4, height=4, width=4), "5": graphs.loader(name=name),
+             "3": {"class_type": "TAESDVCompareDecoders",
+                   "inputs": {"samples": ["2", 0], "decoder_a": ["1", 0], "decoder_b": ["5", 0]}},
+             "4": graphs.save_tensor(out, images="3"),
+             "6": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}}}
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    frames = saved(comfy, out)["images"]
+    assert frames.shape[0] == 4 and frames.shape[2] == 2 * 32  # two 32-px panels per frame, labelled above
+    table = "".join(run.outputs("6")["text"])
+    assert "| taesdv.pth (TAESDV) |" in table and f"| {name} (TAESD" in table
+    assert re.search(r"\| taesdv.pth \(TAESDV\) \| 4 \| [\d.]+ \| [\d.]+ \| inf \| 1\.000", table), table

@@ -308,3 +308,32 @@ def test_the_newest_clip_of_a_prompt_is_an_animated_webp_of_all_its_frames(comfy
     except urllib.error.HTTPError as e:
         status = e.code
     assert status == 404
+
+
+# -- video models: TAEHV clips of the whole latent video ----------------------------------------
+
+def test_a_wan_sampler_plays_the_whole_taehv_clip_of_each_step(comfy):
+    from reference_taehv import random_state_dict
+    from safetensors.torch import save_file
+
+    name = "taew2_1-test.safetensors"
+    save_file(random_state_dict("wan2_1", seed=1), os.path.join(comfy.base, "models", "vae_approx", name))
+    graph = {
+        "1": {"class_type": "TAESDVLoader", "inputs": {"model_name": name, "dtype": "auto"}},
+        "10": {"class_type": "TAESDVTest_TinyWanModel", "inputs": {"dim": 32, "seed": 0, "latent_format": "Wan21"}},
+        "11": {"class_type": "TAESDVTest_Conditioning", "inputs": {"seed": 1, "tokens": 8}},
+        "12": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 48, "length": 13, "batch_size": 1}},
+        "20": {"class_type": "TAESDVLatentPreview", "inputs": {"model": ["10", 0], "taesdv": ["1", 0], "max_size": 256,
+                                                              "fps": 16.0, "budget_percent": 100.0}},
+        "13": {"class_type": "KSampler", "inputs": {
+            "model": ["20", 0], "positive": ["11", 0], "negative": ["11", 0], "latent_image": ["12", 0],
+            "seed": int.from_bytes(os.urandom(4), "big"), "steps": 3, "cfg": 2.0, "sampler_name": "euler",
+            "scheduler": "normal", "denoise": 1.0}},
+        "15": graphs.save_tensor("wan_sampled", samples="13"),
+    }
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    clips = clip_events(run)
+    assert [c["step"] for c in clips] == [1, 2, 3]
+    for c in clips:  # 13 frames -> 4 latent frames -> all 4*4-3 = 13 frames of the step, 8x space
+        assert (c["frame_count"], c["frame_width"], c["frame_height"]) == (13, 64, 48)

@@ -1,10 +1,15 @@
-"""TAESDV Decode Batch: whole clips of SD latents to images, in memory-bounded chunks."""
+"""TAESDV Decode Batch: whole clips of latents to images, in memory-bounded chunks (CV-VAE keyframes filled in on request)."""
 from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..taesdv_core.errors import InputError
+from ..taesdv_core.keyframes import expand_keyframes
 from .validation import check_inputs
 from .common import CATEGORY, TAESDVModel, chunk_input, frames_to_image, latent_scale_input, latent_to_clips
+
+
+CV_VAE_MODES = ("off", "repeat", "blend")
 
 
 class TAESDVDecodeBatch(io.ComfyNode):
@@ -23,13 +28,23 @@ class TAESDVDecodeBatch(io.ComfyNode):
                                                    "or 5-D video latents."),
                 chunk_input(),
                 latent_scale_input(),
+                io.Combo.Input("cv_vae_frames", options=list(CV_VAE_MODES), default="off", optional=True,
+                               tooltip="CV-VAE latents (SD latent space, 4x time): each latent frame is the keyframe of "
+                                       "4 frames. off: one frame per latent frame (the keyframes); repeat: each keyframe "
+                                       "held for its 4 frames; blend: cross-fades between keyframes (1 + 4(T-1) frames). "
+                                       "Filled frames are not decoded motion: they repeat or mix keyframes."),
             ],
             outputs=[io.Image.Output("images", tooltip="All frames, [frames, height, width, 3] in [0, 1].")],
         )
 
     @classmethod
-    def execute(cls, taesdv, samples: dict, chunk_frames: int, latent_scale: float) -> io.NodeOutput:
+    def execute(cls, taesdv, samples: dict, chunk_frames: int, latent_scale: float,
+                cv_vae_frames: str = "off") -> io.NodeOutput:
         check_inputs(cls, taesdv=taesdv, chunk_frames=chunk_frames, latent_scale=latent_scale)
+        if cv_vae_frames not in CV_VAE_MODES:
+            raise InputError(f"cv_vae_frames '{cv_vae_frames}' is not one of {', '.join(CV_VAE_MODES)}")
         clips = latent_to_clips(samples, taesdv.decoder, latent_scale)
-        frames = taesdv.decode(clips, chunk_frames or None)
+        frames = taesdv.decode(clips, chunk_frames or None)  # (N, T, H, W, 3)
+        if cv_vae_frames != "off":
+            frames = expand_keyframes(frames.permute(0, 1, 4, 2, 3), cv_vae_frames).permute(0, 1, 3, 4, 2)
         return io.NodeOutput(frames_to_image(frames))

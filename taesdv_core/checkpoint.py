@@ -124,8 +124,6 @@ def check_declared_sizes(path: str, name: str, is_safetensors: bool) -> None:
             raise _too_big(name, declared, "its zip archive")
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Tensors of a `.pth`/`.pt` (weights only) or `.safetensors` file, on the CPU."""
 # What to do about a missing file depends on who asked: ComfyUI users put it in a folder, the command
 # line names an option. Callers pass their own advice; this is ComfyUI's.
 MISSING_ADVICE = f"put taesdv.pth in models/vae_approx ({OFFICIAL_URL})"

@@ -9,7 +9,6 @@ import json
 import os
 import shlex
 import re
-import shutil
 import socket
 import subprocess
 import sys

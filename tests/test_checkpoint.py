@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from helpers import RunsCode, image_taesd_decoder
 from reference_taesdv import official_layout_state_dict, reference_decode
 from taesdv_core import CheckpointError, decode, git_blob_id, load_taesdv
 
@@ -80,19 +81,11 @@ def test_any_random_bytes_give_a_checkpoint_error(tmp_path):
             load_taesdv(str(path))
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))  # would create the marker file if ever unpickled
-
-
 @pytest.mark.parametrize("writer", ["torch.save", "pickle protocol 4"])
 def test_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, writer):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pth"
-    payload = {"decoder.1.weight": _RunsCode(str(marker))}
+    payload = {"decoder.1.weight": RunsCode(str(marker))}
     if writer == "torch.save":
         torch.save(payload, path)
     else:
@@ -135,14 +128,6 @@ def test_nan_weights(tmp_path, state_dict):
     sd["decoder.1.bias"] = torch.full((64,), float("nan"))
     with pytest.raises(CheckpointError, match="NaN"):
         load_taesdv(save(tmp_path, "nan.pth", sd))
-
-
-def image_taesd_decoder():
-    sd = {"1.weight": torch.zeros(64, 4, 3, 3), "1.bias": torch.zeros(64)}
-    for i in (3, 4, 5, 8, 9, 10, 13, 14, 15, 18):
-        for j in (0, 2, 4):
-            sd[f"{i}.conv.{j}.weight"], sd[f"{i}.conv.{j}.bias"] = torch.zeros(64, 64, 3, 3), torch.zeros(64)
-    return sd
 
 
 def test_image_taesd_decoder_is_named(tmp_path):

@@ -3,32 +3,18 @@ import io
 import os
 import re
 import urllib.parse
-import uuid
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
 import graphs
 from comfy_host import pack_load_problems
+from helpers import clip_latents, saved, unique
 from reference_taesdv import reference_decode, reference_encode
 
 NODE_IDS = ["TAESDVLoader", "TAESDVDecode", "TAESDVStreamingDecode", "TAESDVEncode"]
-
-
-def clip_latents(frames, height=4, width=4, seed=0):
-    """The model-space latents TAESDVTest_LatentClip makes (its LATENT is these / 0.18215)."""
-    return torch.randn(frames, 4, height, width, generator=torch.Generator().manual_seed(seed))[None]
-
-
-def saved(comfy, name):
-    return load_file(os.path.join(comfy.base, "output", f"{name}.safetensors"))
-
-
-def unique(prefix):
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def test_server_log_shows_the_pack_loaded_without_errors(comfy):
@@ -247,3 +233,19 @@ def test_compare_decoders_lays_clips_side_by_side_and_tables_their_metrics(comfy
     table = "".join(run.outputs("6")["text"])
     assert "| taesdv.pth (TAESDV) |" in table and f"| {name} (TAESD" in table
     assert re.search(r"\| taesdv.pth \(TAESDV\) \| 4 \| [\d.]+ \| [\d.]+ \| inf \| 1\.000", table), table
+
+
+@pytest.mark.parametrize("mode", ["repeat", "blend"])
+def test_cv_vae_latents_decode_to_keyframes_every_fourth_frame_filled_between(comfy, mode):
+    keys, filled = unique("keys"), unique("filled")
+    graph = graphs.decode_graph(keys, frames=3, height=4, width=4)
+    graph["5"] = dict(graph["3"], inputs=dict(graph["3"]["inputs"], cv_vae_frames=mode))
+    graph["6"] = graphs.save_tensor(filled, images="5")
+    run = comfy.run(graph)
+    assert run.succeeded, run.error_text()
+    k, f = saved(comfy, keys)["images"], saved(comfy, filled)["images"]
+    assert k.shape[0] == 3 and f.shape[0] == 1 + 4 * 2  # one keyframe per latent frame; 1 + 4 (T - 1) filled
+    assert torch.allclose(f[::4], k, atol=1e-6)  # keyframe i is frame 4i
+    between = f[1] if mode == "blend" else f[4]
+    expected = 0.75 * k[0] + 0.25 * k[1] if mode == "blend" else k[1]
+    assert torch.allclose(between, expected, atol=1e-5)

@@ -1,7 +1,6 @@
 """compare(): timing, memory and quality rows plus a labelled side-by-side clip; the CLI."""
 import argparse
 import json
-import math
 
 import pytest
 import torch

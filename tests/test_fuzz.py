@@ -5,7 +5,6 @@ raw Python error), or runs when the value is in fact valid; the server keeps ser
 prompt gives the same output after the fuzzing as before. Plus the specific cases of issue 13.8
 and the smaller ones (client id, nested JSON)."""
 import json
-import math
 import re
 import time
 import urllib.request
@@ -13,7 +12,7 @@ import urllib.request
 import torch
 
 import graphs
-from test_comfy_nodes import saved, unique
+from helpers import saved, unique
 
 PACK_ERRORS = {"taesdv.InputError", "taesdv.CheckpointError"}
 

@@ -12,7 +12,7 @@ import zipfile
 import torch
 from safetensors.torch import save_file
 
-from test_cli import ROOT
+from helpers import ROOT
 
 DECLARED_FLOATS = 400_000_000  # 1.5 GiB of float32 zeros, DEFLATE-compressed to ~1.5 MB
 

@@ -1,11 +1,9 @@
 """Bad inputs and faults on the real server: each gets a clear message naming the input, what was
 wrong and what to do, and the server then runs the next prompt normally."""
 import os
-import pickle
 import re
 import threading
 import time
-import uuid
 
 import pytest
 import torch
@@ -13,14 +11,7 @@ from safetensors.torch import save_file
 
 import graphs
 from reference_taesdv import official_layout_state_dict, reference_decode
-from test_checkpoint import _RunsCode, image_taesd_decoder
-from test_comfy_nodes import clip_latents, saved, unique
-
-
-def assert_still_serving(comfy):
-    name = unique("alive")
-    run = comfy.run(graphs.decode_graph(name, frames=2, seed=int.from_bytes(os.urandom(3), "big")))
-    assert run.succeeded, run.error_text()
+from helpers import RunsCode, assert_still_serving, clip_latents, image_taesd_decoder, saved, unique
 
 
 def vae_approx(comfy, name):
@@ -54,7 +45,7 @@ def _write_checkpoints(comfy, marker):
     torch.save(sd, vae_approx(comfy, "taesdv_truncated.pth"))
     data = open(vae_approx(comfy, "taesdv_truncated.pth"), "rb").read()
     put("taesdv_truncated.pth", raw=data[: len(data) // 3])
-    put("taesdv_evil.pth", {"decoder.1.weight": _RunsCode(marker)})
+    put("taesdv_evil.pth", {"decoder.1.weight": RunsCode(marker)})
     put("taesdv_missing.pth", {k: v for k, v in sd.items() if k != "decoder.19.bias"})
     put("taesdv_extra.pth", {**sd, "decoder.99.weight": torch.zeros(1)})
     put("taesdv_reshaped.safetensors", {**sd, "decoder.1.weight": torch.zeros(64, 16, 3, 3)})

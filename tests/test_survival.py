@@ -10,8 +10,7 @@ import torch
 
 import graphs
 from reference_taesdv import official_layout_state_dict, reference_decode
-from test_comfy_nodes import clip_latents, saved, unique
-from test_reliability import assert_still_serving
+from helpers import assert_still_serving, clip_latents, saved, unique
 
 
 def vae_approx(comfy, name):
@@ -154,3 +153,16 @@ def test_an_interrupted_stream_piece_is_not_half_committed(comfy):
     expected = saved(comfy, whole_name)["images"]
     assert rest.shape[0] == 40
     assert (torch.cat([head, rest]) - expected).abs().max() < 1e-5
+
+
+def test_a_huge_frame_through_encode_is_refused_with_memory_figures_and_the_server_keeps_serving(comfy):
+    # 6144x6144: the encoder's first stage alone would hold ~39 GB; the check refuses it before allocating.
+    graph = {"1": {"class_type": "TAESDVLoader", "inputs": {"model_name": "taesdv.pth", "dtype": "auto"}},
+             "2": {"class_type": "EmptyImage", "inputs": {"width": 6144, "height": 6144, "batch_size": 1, "color": 0}},
+             "3": {"class_type": "TAESDVEncode", "inputs": {"taesdv": ["1", 0], "pixels": ["2", 0], "chunk_frames": 0,
+                                                            "latent_scale": 0.0}},
+             "4": {"class_type": "TAESDVTest_SaveTensor", "inputs": {"name": unique("huge"), "samples": ["3", 0]}}}
+    run = comfy.run(graph)
+    assert not run.succeeded
+    assert re.search(r"encoding one 6144x6144 frame needs [\d.]+ GiB of working memory", run.error_text()), run.error_text()
+    assert_still_serving(comfy)

@@ -1,0 +1,49 @@
+"""Small helpers shared by the test modules (test modules never import each other)."""
+import os
+import uuid
+
+import torch
+from safetensors.torch import load_file
+
+import graphs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def unique(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def saved(comfy, name):
+    """The tensors a TAESDVTest_SaveTensor node wrote under this name."""
+    return load_file(os.path.join(comfy.base, "output", f"{name}.safetensors"))
+
+
+def clip_latents(frames, height=4, width=4, seed=0):
+    """The model-space latents TAESDVTest_LatentClip makes (its LATENT is these / 0.18215)."""
+    return torch.randn(frames, 4, height, width, generator=torch.Generator().manual_seed(seed))[None]
+
+
+def assert_still_serving(comfy):
+    name = unique("alive")
+    run = comfy.run(graphs.decode_graph(name, frames=2, seed=int.from_bytes(os.urandom(3), "big")))
+    assert run.succeeded, run.error_text()
+
+
+class RunsCode:
+    """A pickle payload that would create `marker` if it were ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def image_taesd_decoder():
+    """An image-TAESD decoder state dict (no prefix, no memory), zeros."""
+    sd = {"1.weight": torch.zeros(64, 4, 3, 3), "1.bias": torch.zeros(64)}
+    for i in (3, 4, 5, 8, 9, 10, 13, 14, 15, 18):
+        for j in (0, 2, 4):
+            sd[f"{i}.conv.{j}.weight"], sd[f"{i}.conv.{j}.bias"] = torch.zeros(64, 64, 3, 3), torch.zeros(64)
+    return sd

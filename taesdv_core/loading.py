@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from . import taesd
-from .checkpoint import DTYPES, MISSING_ADVICE, model_from_state_dict, read_state_dict
+from .checkpoint import DTYPES, MISSING_ADVICE, identify, model_from_state_dict, read_state_dict
 from .engine import allow_tf32
 from .errors import CheckpointError
 from .fast_latent_decoders import fast_decoder_from_state_dict, identify_fast_decoder
@@ -59,7 +59,13 @@ def _tag(modules, latent_format: str, input_space: str) -> None:
 
 def autoencoder_from_state_dict(sd: dict[str, torch.Tensor], name: str = "state dict") -> nn.Module:
     """The model a checkpoint's tensors hold (CPU, float32, eval mode), strictly checked."""
-    if identify_taehv(sd) is not None:
+    taehv = identify_taehv(sd)
+    if taehv is None and all(k.startswith(("encoder.", "decoder.")) for k in sd) and (
+            identify(sd) == "a TAESDV checkpoint" or all(k.startswith("encoder.") for k in sd)):
+        # TAESDV's own (prefixed) layout; its encoder alone is the image TAESD encoder's twin, and a
+        # prefixed encoder file is TAESDV's form (image TAESD files carry no prefix)
+        return model_from_state_dict(sd, name)
+    if taehv is not None:
         try:
             encoder, decoder, description = taehv_from_state_dict(sd, name)
         except ValueError as e:

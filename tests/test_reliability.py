@@ -78,7 +78,7 @@ def bad_checkpoints(comfy, tmp_path_factory):
     ("taesdv_extra.pth", r"1 unexpected \(e.g. decoder.99.weight\)"),
     ("taesdv_reshaped.safetensors", r"decoder.1.weight \(64, 16, 3, 3\) \(expected \(64, 4, 3, 3\)\)"),
     ("my_image_taesd.pth", r"is an image TAESD decoder.*not TAESDV.*taesdv.pth"),
-    ("my_wan_tae.pth", r"TAEHV-family video decoder for 16-channel latents.*ComfyUI loads those itself"),
+    ("my_wan_tae.pth", r"'my_wan_tae.pth': decoder TGrow convs .* give time strides .*; TAEHV has \(1, 2, 2\)"),
     ("my_sd_vae.safetensors", r"full SD VAE \(load it with ComfyUI's Load VAE instead\)"),
     ("taesdv_list.pth", r"not a state dict of tensors \(found list\)"),
 ])

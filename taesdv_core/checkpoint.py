@@ -206,21 +206,27 @@ def identify(sd: dict[str, torch.Tensor]) -> str:
     return f"an unknown state dict of {len(keys)} tensors (e.g. {sample})"
 
 
-def _check_layout(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], name: str) -> None:
+def layout_problems(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str | None:
+    """How a state dict's keys and shapes differ from `expected` ("1 missing (e.g. ...), ..."), or None."""
     missing = sorted(set(expected) - set(sd))
     extra = sorted(set(sd) - set(expected))
     reshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
                 if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    if missing or extra or reshaped:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if extra:
-            problems.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
-        if reshaped:
-            problems.append(f"{len(reshaped)} of the wrong shape (e.g. {'; '.join(reshaped[:2])})")
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
+    if reshaped:
+        problems.append(f"{len(reshaped)} of the wrong shape (e.g. {'; '.join(reshaped[:2])})")
+    return ", ".join(problems) or None
+
+
+def _check_layout(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], name: str) -> None:
+    problems = layout_problems(sd, expected)
+    if problems:
         raise CheckpointError(
-            f"checkpoint '{name}' has the TAESDV layout but its tensors do not match: {', '.join(problems)}. "
+            f"checkpoint '{name}' has the TAESDV layout but its tensors do not match: {problems}. "
             f"Expected the 134 tensors of the official taesdv.pth ({OFFICIAL_URL})."
         )
     bad = [k for k, v in sd.items() if not v.is_floating_point()]

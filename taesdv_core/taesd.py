@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .checkpoint import layout_problems
 from .errors import CheckpointError
 from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, conv
 
@@ -221,21 +222,10 @@ def identify_taesd(sd: dict[str, torch.Tensor]) -> str | None:
 
 
 def _check(half: dict, model: nn.Module, what: str, name: str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(half))
-    extra = sorted(set(half) - set(expected))
-    reshaped = [f"{k} {tuple(half[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-                if k in half and tuple(half[k].shape) != tuple(v.shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if extra:
-        problems.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
-    if reshaped:
-        problems.append(f"{len(reshaped)} of the wrong shape (e.g. {'; '.join(reshaped[:2])})")
+    problems = layout_problems(half, model.state_dict())
     if problems:
         raise CheckpointError(f"checkpoint '{name}' looks like an image TAESD {what} ({model.family}) but its "
-                              f"tensors do not match: {', '.join(problems)}")
+                              f"tensors do not match: {problems}")
     bad = [k for k, v in half.items() if not v.is_floating_point() or not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"checkpoint '{name}' has non-float, NaN or infinite weights (e.g. {bad[0]})")

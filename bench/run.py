@@ -29,6 +29,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from baseline import baseline_decode  # noqa: E402
+from process_memory import peak_rss_bytes, reset_peak_rss  # noqa: E402
 from taesdv_core import DecodeStream, TAESDV, decode, encode  # noqa: E402
 import taesdv_core.engine as engine  # noqa: E402
 from taesdv_core.model import TAESDVDecoder  # noqa: E402
@@ -287,9 +288,7 @@ def memory_child(mode, frames, latent, device, dtype):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset this process's peak RSS (VmHWM); ru_maxrss would include the parent's
-        before = _rss_bytes()
+        before = reset_peak_rss()
     if mode == "baseline":
         out = baseline_decode(model.decoder, latents)
     elif mode == "parallel-batched":
@@ -306,21 +305,8 @@ def memory_child(mode, frames, latent, device, dtype):
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
     else:
-        peak = _peak_rss_bytes() - before
+        peak = peak_rss_bytes() - before
     print(json.dumps({"mode": mode, "frames": frames, "peak_bytes": max(0, peak)}))
-
-
-def _peak_rss_bytes():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def memory_sweep(device, dtype, latent, lengths, threads):

@@ -31,6 +31,7 @@ for p in (ROOT, os.path.join(ROOT, "tests"), HOST):
     if p not in sys.path:
         sys.path.insert(0 if p != HOST else len(sys.path), p)
 
+from process_memory import peak_rss_bytes, reset_peak_rss  # noqa: E402
 from reference_taehv import random_state_dict  # noqa: E402  (random weights, official layout)
 from taesdv_core.engine import decode  # noqa: E402
 from taesdv_core.taehv import taehv_from_state_dict  # noqa: E402
@@ -90,31 +91,16 @@ def timing(sd, t, h, w, repeats):
             {m: statistics.median(v) for m, v in cpu.items()})
 
 
-def _peak_rss_bytes():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def memory_child(mode, t, h, w):
     sd = random_state_dict("wan2_1", seed=0)
     run = make_runners(sd)[mode]
     latents = torch.randn(1, t, 16, h, w)
     run(latents[:, :2])  # warm the allocator and kernels
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset this process's peak RSS (VmHWM)
-    before = _rss_bytes()
+    before = reset_peak_rss()
     start = time.perf_counter()
     out = run(latents)
     seconds = time.perf_counter() - start
-    peak = max(0, _peak_rss_bytes() - before)
+    peak = max(0, peak_rss_bytes() - before)
     output = out.numel() * out.element_size()
     print(json.dumps({"mode": mode, "latent_frames": t, "frames": out.shape[1], "peak_bytes": peak,
                       "output_bytes": output, "peak_above_output_bytes": max(0, peak - output), "seconds": seconds}))

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import layout_problems
 from .errors import CheckpointError
 from .layers import Block, ChunkDecoder, conv
 
@@ -265,11 +266,9 @@ def fast_decoder_from_state_dict(sd: dict[str, torch.Tensor], name: str = "state
         raise CheckpointError(f"checkpoint '{name}' is not a TAE-192 / DecoderTinyTemporal decoder "
                               "(expected decoder.layers.0.weight of shape (192, 4, 3, 3))")
     model = TemporalTAEDecoder(window) if kind == "tae_temporal" else TAE192Decoder()
-    dec, expected = _strip(sd), model.state_dict()
-    missing, extra = sorted(set(expected) - set(dec)), sorted(set(dec) - set(expected))
-    reshaped = [k for k in expected if k in dec and tuple(dec[k].shape) != tuple(expected[k].shape)]
-    if missing or extra or reshaped:
-        raise CheckpointError(f"checkpoint '{name}' looks like {model.family} but does not match: "
-                              f"missing {missing[:3]}, unexpected {extra[:3]}, wrong shape {reshaped[:3]}")
+    dec = _strip(sd)
+    problems = layout_problems(dec, model.state_dict())
+    if problems:
+        raise CheckpointError(f"checkpoint '{name}' looks like {model.family} but does not match: {problems}")
     model.load_state_dict(dec, strict=True)
     return model.eval().requires_grad_(False)

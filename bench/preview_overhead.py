@@ -1,10 +1,16 @@
 """Preview overhead: a real KSampler's wall time with and without TAESDV Latent Preview.
 
     .venv/bin/python bench/preview_overhead.py [--frames 8] [--size 256] [--steps 8] [--channels 160]
+    .venv/bin/python bench/preview_overhead.py --model wan [--frames 25] [--size 256] [--steps 8] [--channels 128]
 
-Runs the pinned ComfyUI on loopback with a random-weight SD1.5-format UNet (the test node
-TAESDVTest_TinySD15Model; its width sets the cost of a step), alternating runs with and
-without the preview node, and prints medians. Writes bench/results/preview-overhead.json.
+Runs the pinned ComfyUI on loopback with a random-weight diffusion model built from ComfyUI's own
+classes by a test node: an SD1.5-format UNet previewed through TAESDV (`--model sd15`,
+TAESDVTest_TinySD15Model; --channels is its width), or a Wan 2.1-format video transformer
+previewed through a TAEHV file (`--model wan`, TAESDVTest_TinyWanModel; --channels is its dim,
+--frames the video length, so 25 frames are 7 latent frames). Its width sets the cost of a step.
+Runs with and without the preview node alternate; prints medians, and for TAEHV how many
+previews were whole clips and how many the cheaper variants (every 4th frame, then also at
+latent size). Writes bench/results/preview-overhead[-wan].json.
 """
 import argparse
 import json
@@ -21,7 +27,10 @@ import torch  # noqa: E402
 
 import graphs  # noqa: E402
 from comfy_host import ComfyHost  # noqa: E402
+from reference_taehv import random_state_dict  # noqa: E402
 from reference_taesdv import official_layout_state_dict  # noqa: E402
+
+TAEHV_FILE = "taew2_1-random.safetensors"
 
 
 def sampler_seconds(host, graph):
@@ -48,50 +57,79 @@ def sampler_seconds(host, graph):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--model", choices=("sd15", "wan"), default="sd15",
+                        help="sd15: SD1.5 UNet previewed with TAESDV; wan: Wan 2.1 video model previewed with TAEHV")
+    parser.add_argument("--frames", type=int, default=None, help="frames of the clip (default 8 sd15, 25 wan)")
+    parser.add_argument("--size", type=int, default=256, help="frame width and height, pixels")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--channels", type=int, default=160)
+    parser.add_argument("--channels", type=int, default=None,
+                        help="the tiny model's width (default 160 sd15 UNet channels, 128 wan dim)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    wan = args.model == "wan"
+    args.frames = args.frames or (25 if wan else 8)
+    args.channels = args.channels or (128 if wan else 160)
     base = tempfile.mkdtemp()
     host = ComfyHost(base, extra_packs={"taesdv_test_nodes": os.path.join(ROOT, "tests", "comfy_test_nodes")})
-    torch.save(official_layout_state_dict(), os.path.join(base, "models", "vae_approx", "taesdv.pth"))
+    vae_approx = os.path.join(base, "models", "vae_approx")
+    if wan:
+        from safetensors.torch import save_file
+
+        save_file(random_state_dict("wan2_1", seed=1), os.path.join(vae_approx, TAEHV_FILE))
+    else:
+        torch.save(official_layout_state_dict(), os.path.join(vae_approx, "taesdv.pth"))
     host.start()
     results = {"config": vars(args), "runs": []}
     try:
         settings = [("off", None), ("defaults (5%, 256 px)", {"budget_percent": 5.0, "max_size": 256}),
                     ("5%, 128 px", {"budget_percent": 5.0, "max_size": 128}),
                     ("every step (100%, 256 px)", {"budget_percent": 100.0, "max_size": 256})]
-        kw = dict(frames=args.frames, size=args.size, steps=args.steps, channels=args.channels)
-        host.run(graphs.sampling_graph(**kw))  # warm-up: model build, allocator
+        if wan:
+            def graph(preview=None):
+                return graphs.wan_sampling_graph(TAEHV_FILE, width=args.size, height=args.size, length=args.frames,
+                                                 steps=args.steps, dim=args.channels, preview=preview)
+        else:
+            def graph(preview=None):
+                return graphs.sampling_graph(frames=args.frames, size=args.size, steps=args.steps,
+                                             channels=args.channels, preview=preview)
+        host.run(graph())  # warm-up: model build, allocator
         samples = {name: [] for name, _ in settings}
-        previews = {name: [] for name, _ in settings}
-        decode_ms = {name: [] for name, _ in settings}
+        clips_of = {name: [] for name, _ in settings}
         for _ in range(args.repeats):
             for name, preview in settings:
-                seconds, clips = sampler_seconds(host, graphs.sampling_graph(preview=preview, **kw))
+                seconds, clips = sampler_seconds(host, graph(preview))
                 samples[name].append(seconds)
-                previews[name].append(len(clips))
-                decode_ms[name] += [c["decode_ms"] for c in clips]
+                clips_of[name].append(clips)
         off = statistics.median(samples["off"])
-        print(f"KSampler, {args.frames} frames of {args.size}x{args.size} px, {args.steps} steps, tiny UNet width "
-              f"{args.channels}, CPU, median of {args.repeats}")
-        print(f"{'previews':28s} {'sampler s':>10s} {'overhead':>9s} {'previews/run':>13s} {'ms/preview':>11s}")
+        model = f"tiny Wan 2.1 dim {args.channels} + TAEHV" if wan else f"tiny SD1.5 UNet width {args.channels} + TAESDV"
+        print(f"KSampler, {args.frames} frames of {args.size}x{args.size} px, {args.steps} steps, {model}, "
+              f"CPU, median of {args.repeats}")
+        print(f"{'previews':28s} {'sampler s':>10s} {'overhead':>9s} {'previews/run':>13s} {'ms/preview':>11s} "
+              f"{'whole/every 4th/small':>22s}")
         for name, _ in settings:
             med = statistics.median(samples[name])
+            every = [c for run in clips_of[name] for c in run]
+            kinds = [sum(1 for c in every if kind(c) == k) for k in ("whole", "every 4th", "small")]
             row = {"setting": name, "sampler_seconds": med, "overhead": med / off - 1,
-                   "previews_per_run": statistics.median(previews[name]),
-                   "ms_per_preview": statistics.median(decode_ms[name]) if decode_ms[name] else None, "all": samples[name]}
+                   "previews_per_run": statistics.median(len(run) for run in clips_of[name]),
+                   "ms_per_preview": statistics.median(c["decode_ms"] for c in every) if every else None,
+                   "previews_whole_every4th_small": kinds, "all": samples[name]}
             results["runs"].append(row)
             ms = f"{row['ms_per_preview']:.0f}" if row["ms_per_preview"] else "-"
-            print(f"{name:28s} {med:10.2f} {100 * row['overhead']:+8.1f}% {row['previews_per_run']:13.0f} {ms:>11s}")
+            print(f"{name:28s} {med:10.2f} {100 * row['overhead']:+8.1f}% {row['previews_per_run']:13.0f} {ms:>11s} "
+                  f"{'/'.join(map(str, kinds)):>22s}")
     finally:
         host.stop()
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "preview-overhead.json"), "w") as f:
+    out = "preview-overhead-wan.json" if wan else "preview-overhead.json"
+    with open(os.path.join(ROOT, "bench", "results", out), "w") as f:
         json.dump(results, f, indent=1)
 
+
+def kind(clip: dict) -> str:
+    """Which decoder made a clip: the whole clip (variant 0), a TAEHV variant without time
+    upscaling (every 4th frame), or one without space upscaling too (frames at latent size)."""
+    return ("whole", "every 4th", "small")[clip.get("variant", 0)]
 
 if __name__ == "__main__":
     main()

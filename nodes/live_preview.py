@@ -71,9 +71,9 @@ class SamplerPreview:
 
     def __init__(self, spec: PreviewSpec, device, latent_format):
         self.spec = spec
-        decoder = spec.taesdv.preview_decoder(device)
-        self.previewer = Previewer(decoder, spec.settings, interrupt_types=(mm.InterruptProcessingException,),
-                                   prepare=lambda x0: latent_spaces.x0_to_decoder(decoder, latent_format, x0))
+        decoders = spec.taesdv.preview_decoders(device)
+        self.previewer = Previewer(decoders, spec.settings, interrupt_types=(mm.InterruptProcessingException,),
+                                   prepare=lambda x0: latent_spaces.x0_to_decoder(decoders[0], latent_format, x0))
         self.identity = _node_identity()
         self.sequence = 0
         self.skipped_for_backlog = 0
@@ -93,16 +93,17 @@ class SamplerPreview:
         started = time.perf_counter()
         self.sequence += 1
         h, w = clip.frames.shape[-2:]
+        fps = self.spec.settings.fps / clip.frame_step  # a clip of every 4th frame plays as long as the full one
         meta = {
             "protocol": PROTOCOL_VERSION, **self.identity, "step": step + 1, "total_steps": total_steps,
-            "sequence": self.sequence, "frame_count": clip.frame_count, "fps": self.spec.settings.fps,
-            "frame_width": int(w), "frame_height": int(h), "columns": clip.columns, "rows": clip.rows,
+            "sequence": self.sequence, "frame_count": clip.frame_count, "fps": fps,
+            "frame_step": clip.frame_step, "variant": clip.variant, "frame_width": int(w), "frame_height": int(h), "columns": clip.columns, "rows": clip.rows,
             "decode_ms": round(clip.decode_seconds * 1000, 1),
         }
         server = _server()
         server.send_sync(EVENT, {**meta, "image": "data:image/jpeg;base64," + base64.b64encode(clip.sheet_jpeg).decode()},
                          server.client_id)
-        LATEST.put(self.identity["prompt_id"], self.identity["display_node_id"], clip.frames, self.spec.settings.fps,
+        LATEST.put(self.identity["prompt_id"], self.identity["display_node_id"], clip.frames, fps,
                    step + 1, total_steps)
         still = clip.middle_frame() if server.client_id in SERVICE.clients else clip.sheet
         self.previewer.charge(time.perf_counter() - started)

@@ -64,7 +64,7 @@ class ManagedAutoencoder:
         self.patcher = comfy.model_patcher.ModelPatcher(self.model, load_device=self.load_device,
                                                         offload_device=self.offload_device)
         self.streams = streams if streams is not None else StreamStore()
-        self._preview_decoders: dict[tuple, torch.nn.Module] = {}
+        self._preview_decoders: dict[tuple, list[torch.nn.Module]] = {}
 
     @property
     def decoder(self):
@@ -86,17 +86,20 @@ class ManagedAutoencoder:
         """Whether the decoder was made for latents of this comfy.latent_formats object."""
         return latent_spaces.serves(self.model.decoder, latent_format)
 
-    def preview_decoder(self, device: torch.device) -> torch.nn.Module:
-        """A private copy of the decoder on the sampler's device, for previews during sampling.
+    def preview_decoders(self, device: torch.device) -> list[torch.nn.Module]:
+        """Private copies of the decoder on the sampler's device for previews during sampling:
+        the decoder, then its cheaper variants (TAEHV: without time, then space upscaling),
+        which the previewer picks when the budget cannot afford the full clip.
 
         Previews run inside the sampler, whose model must stay loaded: like ComfyUI's own TAESD
-        previewer, the few-MB copy is moved there directly instead of through load_models_gpu.
+        previewer, the few-MB copies are moved there directly instead of through load_models_gpu.
         """
         decoder = self.decoder
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         key = (str(device), dtype)
         if key not in self._preview_decoders:
-            self._preview_decoders[key] = copy.deepcopy(decoder).to(device=device, dtype=dtype)
+            full = copy.deepcopy(decoder).to(device=device, dtype=dtype)
+            self._preview_decoders[key] = [full, *full.cheaper_variants()]
         return self._preview_decoders[key]
 
     def _element_size(self) -> int:

@@ -293,8 +293,8 @@ class DecodeStream:
         return sum(m.numel() * m.element_size() for m in self.memory) if self.memory else 0
 
     def output_frames(self, latent_frames: int) -> int:
-        """Frames the next piece of `latent_frames` gives (a clip's start drops frames_to_trim)."""
-        trim = self.decoder.frames_to_trim if self.latent_frames == 0 else 0
+        """Frames the next piece of `latent_frames` gives (a clip's start drops the decoder's start_trim)."""
+        trim = self.decoder.start_trim(latent_frames) if self.latent_frames == 0 else 0
         return latent_frames * self.decoder.time_scale - trim
 
     def decode(self, latents: torch.Tensor, chunk_frames: int | None = None, progress: ProgressFn | None = None,

@@ -132,6 +132,15 @@ class ChunkDecoder(nn.Sequential):
         its input, memory contribution and shifted copy, two conv outputs, upsampled input)."""
         return height * width * element_size * (64 * 6 + 64 // 4 + 3)
 
+    def start_trim(self, clip_latent_frames: int) -> int:
+        """Frames dropped at the start of a clip whose first piece has `clip_latent_frames`."""
+        return self.frames_to_trim
+
+    def cheaper_variants(self) -> list["ChunkDecoder"]:
+        """Cheaper decoders made from these weights for previews the full one cannot afford,
+        costliest first (TAEHV: without time, then also without space upscaling). None here."""
+        return []
+
     def forward_chunk(self, latents: torch.Tensor,
                       memory: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """latents (N, T, C, h, w) -> (frames (N, T * time_scale, 3, H, W), roughly [0, 1] and

@@ -41,6 +41,8 @@ _TAESD_FORMATS = {"taesd": "SD15", "taesdxl": "SDXL", "taesd3": "SD3", "taef1": 
 
 def _taehv_space(channels: int, name: str, sd: dict[str, torch.Tensor]) -> tuple[str, str]:
     lowered = name.lower()
+    if "taecvx" in lowered:  # CogVideoX: no latent format in ComfyUI 0.3.75; its latents as they are
+        return ("LatentFormat", "vae")
     if channels == 16:
         # taehv (HunyuanVideo) and taew2_1 share every tensor; ComfyUI tells them apart by the
         # fp16 storage of taehv.pth. The file name wins where it says which.

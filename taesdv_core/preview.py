@@ -46,6 +46,8 @@ class PreviewClip:
     columns: int
     rows: int
     decode_seconds: float
+    frame_step: int = 1   # frames of the full decode per frame here (a variant without time upscaling: 4)
+    variant: int = 0      # which of the Previewer's decoders made it (0: the full decoder)
 
     @property
     def frame_count(self) -> int:
@@ -138,7 +140,9 @@ class Previewer:
     (TAEHV without time upscaling, then without spatial upscaling too). Each step uses the
     first variant whose predicted cost fits the budget: full clips while they are affordable,
     cheaper ones instead of none. A variant's cost is predicted from its last previews (from a
-    FLOP estimate before its first).
+    FLOP estimate before its first). Every variant decodes the same latent grid (the one that
+    gives the full decoder's frames at preview size), so a variant without spatial upscaling
+    gives smaller frames rather than decoding more latent pixels.
 
     Never raises for a failed preview (except `interrupt_types`): an out-of-memory error
     halves the preview size and skips that step; any other error turns previews off for the
@@ -192,12 +196,9 @@ class Previewer:
             return None
         try:
             x0 = self.prepare(x0.detach())
-            chosen = None
-            for i, decoder in enumerate(self.variants):
-                latents = preview_latents(x0, self.max_size, decoder.spatial_scale)
-                if self.budget.allow(self.predicted_cost(i, latents)):
-                    chosen = i
-                    break
+            latents = preview_latents(x0, self.max_size, self.decoder.spatial_scale)
+            chosen = next((i for i in range(len(self.variants))
+                           if self.budget.allow(self.predicted_cost(i, latents))), None)
             if chosen is None:
                 return None
             if not bool(torch.isfinite(latents).all()):
@@ -209,7 +210,8 @@ class Previewer:
             sheet, jpeg, columns, rows = sprite_sheet(frames, self.settings.quality)
             cost = self.clock() - started
             self._record(chosen, cost)
-            return PreviewClip(step, total_steps, frames, sheet, jpeg, columns, rows, cost)
+            frame_step = max(1, self.decoder.time_scale // decoder.time_scale)
+            return PreviewClip(step, total_steps, frames, sheet, jpeg, columns, rows, cost, frame_step, chosen)
         except self.interrupt_types:
             raise
         except Exception as e:  # a preview must never fail the run

@@ -182,6 +182,7 @@ class _TAEHVDecoderBase(ChunkDecoder):
 
     patch: int = 1
     stage_time: tuple[int, ...] = BASE_TIME
+    cogvideox: bool = False  # taecvx: clips of an even number of latent frames keep their start
 
     def _setup(self, latent_channels: int, patch: int, stage_time, time_upscale: bool,
                space_upscale: bool, family: str | None):
@@ -195,6 +196,14 @@ class _TAEHVDecoderBase(ChunkDecoder):
         self.spatial_scale = (8 if space_upscale else 1) * patch
         if family is not None:
             self.family = family
+
+    def start_trim(self, clip_latent_frames: int) -> int:
+        """time_scale - 1 frames, except for CogVideoX clips of an even number of latent frames,
+        which the reference (and CogVideoX 1.5's even latent counts) decodes untrimmed. A stream
+        decides at its first piece, from that piece's length."""
+        if self.cogvideox and clip_latent_frames % 2 == 0:
+            return 0
+        return self.frames_to_trim
 
     def tgrow_layers(self) -> list[tuple[int, TGrow]]:
         return [(i, layer) for i, layer in enumerate(self) if isinstance(layer, TGrow)]
@@ -210,6 +219,27 @@ class _TAEHVDecoderBase(ChunkDecoder):
             if key in sd and sd[key].ndim == 4 and sd[key].shape[0] > want:
                 sd[key] = sd[key][-want:]
         return sd
+
+    def cheaper_variants(self) -> list[ChunkDecoder]:
+        """Cheaper decoders from these weights, for previews: one frame per latent frame (time
+        upscaling off; each TGrow keeps its last-frame outputs, so frame k is the full decode's
+        frame time_scale * k after the trim), then also without the nearest upsamplings (frames
+        at latent size x patch; not the super variant, whose upsampling is learned). Same
+        device, dtype and latent tags as this decoder; [] when time upscaling is already off."""
+        if self.time_scale == 1:
+            return []
+        options = [(False, True)] + ([] if isinstance(self, TAEHVSuperDecoder) else [(False, False)])
+        weights = self.state_dict()
+        param = next(self.parameters())
+        variants = []
+        for time_upscale, space_upscale in options:
+            variant = self.rebuilt(time_upscale, space_upscale)
+            variant.load_state_dict(variant.cut_tgrow(weights), strict=True)
+            variant.latent_format, variant.input_space = self.latent_format, self.input_space
+            variant.allow_tf32, variant.cogvideox = self.allow_tf32, self.cogvideox
+            variants.append(variant.to(device=param.device, dtype=param.dtype, memory_format=torch.channels_last)
+                            .eval().requires_grad_(False))
+        return variants
 
     def flops_per_frame(self, height: int, width: int) -> float:
         """Multiply-adds x2 per output frame of height x width pixels, counted over the layers."""
@@ -301,6 +331,11 @@ class TAEHVDecoder(_TAEHVDecoderBase):
             layers.append(UnitRange())
         super().__init__(*layers)
 
+    def rebuilt(self, time_upscale: bool, space_upscale: bool) -> "TAEHVDecoder":
+        """An untrained decoder of this layout with other time/space options."""
+        return TAEHVDecoder(self.latent_channels, self.patch, self.checkpoint_time, time_upscale,
+                            space_upscale, self.leaky, self.family)
+
 
 class TAEHVSuperDecoder(_TAEHVDecoderBase):
     """The super variant (taew2_2_super, taehv1_5_super): widths 512, 256, 128, 64.
@@ -333,6 +368,11 @@ class TAEHVSuperDecoder(_TAEHVDecoderBase):
         if patch > 1:
             layers.append(nn.PixelShuffle(patch))
         super().__init__(*layers)
+
+    def rebuilt(self, time_upscale: bool, space_upscale: bool) -> "TAEHVSuperDecoder":
+        """An untrained decoder of this layout with other time options (space stays on)."""
+        return TAEHVSuperDecoder(self.latent_channels, self.patch, self.checkpoint_time, time_upscale,
+                                 space_upscale, self.family)
 
 
 class TAEHVEncoder(ChunkEncoder):
@@ -383,10 +423,10 @@ def _stride(w: torch.Tensor | None, n: int, axis: int) -> int | None:
     return w.shape[axis] // n
 
 
-def _name(latent_channels: int, patch: int, super_: bool, ltx: bool, leaky: bool) -> str:
+def _name(latent_channels: int, patch: int, super_: bool, ltx: bool, leaky: bool, cogvideox: bool = False) -> str:
     known = {(16, 1): "Wan 2.1 / HunyuanVideo / CogVideoX", (48, 2): "Wan 2.2 5B",
              (32, 2): "HunyuanVideo 1.5", (128, 4): "LTX-2", (24, 2): "MiniMax H3"}
-    what = known.get((latent_channels, patch), f"{latent_channels} latent channels, patch {patch}")
+    what = "CogVideoX" if cogvideox else known.get((latent_channels, patch), f"{latent_channels} latent channels, patch {patch}")
     if leaky:
         what = "lighttae " + what
     return f"TAEHV{' Super' if super_ else ''} ({what})"
@@ -444,7 +484,7 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
     decoder = encoder = None
     parts = []
     latent_channels = patch = None
-    super_ = ltx = leaky = False
+    super_ = ltx = leaky = cogvideox = False
 
     if dec:
         super_ = "1.conv.0.weight" in dec and dec["1.conv.0.weight"].ndim == 4 and dec["1.conv.0.weight"].shape[1] == 1
@@ -471,14 +511,18 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
         if (latent_channels, patch) == (24, 2):
             raise ValueError("MiniMax H3 (taeh3): its 17-frame chunking and per-chunk trims are not supported")
         leaky = latent_channels == 32 and not super_ and "lighttae" in name_hint
-        family = _name(latent_channels, patch, super_, ltx, leaky)
+        # CogVideoX's file has Wan 2.1's tensors: only its name (taecvx) tells it apart, as in the reference
+        cogvideox = (latent_channels, patch, super_, ltx) == (16, 1, False, False) and "taecvx" in name_hint
+        family = _name(latent_channels, patch, super_, ltx, leaky, cogvideox)
         parts.append(f"decoder {latent_channels} ch, {8 * patch}x space, {math.prod(stage_time)}x time"
-                     + (", super" if super_ else "") + (", LeakyReLU, [-1, 1] output" if leaky else ""))
+                     + (", super" if super_ else "") + (", LeakyReLU, [-1, 1] output" if leaky else "")
+                     + (", CogVideoX: an even number of latent frames is not trimmed" if cogvideox else ""))
         if build:
             if super_:
                 decoder = TAEHVSuperDecoder(latent_channels, patch, stage_time, time_upscale, space_upscale, family)
             else:
                 decoder = TAEHVDecoder(latent_channels, patch, stage_time, time_upscale, space_upscale, leaky, family)
+            decoder.cogvideox = cogvideox
             _load_strict(decoder, decoder.cut_tgrow(dec), "decoder")
 
     if enc:
@@ -494,7 +538,7 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
                              f"patch {patch}) do not belong together")
         latent_channels, patch = e_channels, e_patch
         ltx = ltx or pools == LTX_POOL
-        family = _name(latent_channels, patch, super_, ltx, leaky)
+        family = _name(latent_channels, patch, super_, ltx, leaky, cogvideox)
         if leaky:
             parts.append("encoder not offered for lighttae files (input range unknown; ComfyUI refuses it too)")
         else:
@@ -502,7 +546,7 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
             if build:
                 encoder = TAEHVEncoder(latent_channels, patch, pools, family)
                 _load_strict(encoder, enc, "encoder")
-    description = f"{_name(latent_channels, patch, super_, ltx, leaky)}: " + "; ".join(parts)
+    description = f"{_name(latent_channels, patch, super_, ltx, leaky, cogvideox)}: " + "; ".join(parts)
     return encoder, decoder, description
 
 

@@ -75,3 +75,31 @@ def sampling_graph(frames=8, size=64, steps=4, channels=32, preview=None, seed=N
             "fps": preview.get("fps", 8.0), "budget_percent": preview.get("budget_percent", 100.0)}}
         g["13"]["inputs"]["model"] = ["20", 0]
     return g
+
+
+def wan_sampling_graph(taehv_name, width=64, height=48, length=13, steps=3, dim=32, preview=None, seed=None,
+                       latent_format="Wan21"):
+    """A real KSampler on a tiny random Wan-format video model (TAESDVTest_TinyWanModel), with the
+    TAEHV file `taehv_name` (in models/vae_approx) loaded and, optionally, previewing through it.
+
+    length frames give (length - 1) // 4 + 1 latent frames, as EmptyHunyuanLatentVideo makes them.
+    """
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "big")
+    g = {
+        "1": loader(name=taehv_name),
+        "10": {"class_type": "TAESDVTest_TinyWanModel", "inputs": {"dim": dim, "seed": 0, "latent_format": latent_format}},
+        "11": {"class_type": "TAESDVTest_Conditioning", "inputs": {"seed": 1, "tokens": 8}},
+        "12": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": width, "height": height, "length": length,
+                                                                  "batch_size": 1}},
+        "13": {"class_type": "KSampler", "inputs": {
+            "model": ["10", 0], "positive": ["11", 0], "negative": ["11", 0], "latent_image": ["12", 0],
+            "seed": seed, "steps": steps, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "15": save_tensor("wan_sampled", samples="13"),
+    }
+    if preview is not None:
+        g["20"] = {"class_type": "TAESDVLatentPreview", "inputs": {
+            "model": ["10", 0], "taesdv": ["1", 0], "max_size": preview.get("max_size", 256),
+            "fps": preview.get("fps", 16.0), "budget_percent": preview.get("budget_percent", 100.0)}}
+        g["13"]["inputs"]["model"] = ["20", 0]
+    return g

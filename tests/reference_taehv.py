@@ -106,8 +106,9 @@ def _tgrow(x, sd, key, s):
     return y.reshape(-1, x.shape[1], *x.shape[2:])
 
 
-def reference_decode(sd, latents, leaky=False, time_upscale=True, space_upscale=True):
-    """latents (N, T, C, h, w) -> frames (N, t_up*T - (t_up-1), 3, H, W), unclamped, trimmed.
+def reference_decode(sd, latents, leaky=False, time_upscale=True, space_upscale=True, trim=True):
+    """latents (N, T, C, h, w) -> frames (N, t_up*T - (t_up-1), 3, H, W), unclamped, trimmed
+    (trim=False keeps all t_up*T frames, as the reference does for CogVideoX clips of even T).
 
     leaky: LeakyReLU(0.2) everywhere (lighttae); the raw output is returned (no range map).
     The variant is read from the tensors: super if decoder.0.weight exists, time strides from
@@ -140,7 +141,7 @@ def reference_decode(sd, latents, leaky=False, time_upscale=True, space_upscale=
     if p > 1:
         x = F.pixel_shuffle(x, p)
     x = x.reshape(n, -1, *x.shape[1:])
-    return x[:, t_up - 1:]
+    return x[:, t_up - 1:] if trim else x
 
 
 def reference_encode(sd, frames):

@@ -277,6 +277,28 @@ def test_a_cheaper_variant_previews_when_the_full_one_does_not_fit(state_dict):
     assert previewer.render(1, 4, torch.randn(1, 4, 2, 2)) is not None and previewer.last_variant == 0
 
 
+def test_a_taehv_clip_the_budget_cannot_afford_plays_one_frame_per_latent_frame_then_at_latent_size():
+    from reference_taehv import random_state_dict
+    from taesdv_core.taehv import taehv_from_state_dict
+
+    _, full, _ = taehv_from_state_dict(random_state_dict("wan2_1"))
+    no_time, no_time_or_space = full.cheaper_variants()
+    clock = FakeClock()
+    previewer = Previewer([full, no_time, no_time_or_space], PreviewSettings(max_size=64, budget=0.1), clock=clock)
+    x0 = torch.randn(1, 16, 4, 8, 8)  # a Wan x0: [B, C, T, h, w], 4 latent frames (13 frames in full)
+    for i, (variant, seconds) in enumerate(((full, 5.0), (no_time, 0.8), (no_time_or_space, 0.1))):
+        slow_by(variant, clock, seconds / 4)  # per latent frame: the CPU decodes frame by frame
+        previewer.measured_cost[i] = seconds
+    clock.now += 10.0  # 10% of 10 s of sampling: 1 s of previews allowed
+    clip = previewer.render(0, 4, x0)
+    assert (clip.variant, clip.frame_step, tuple(clip.frames.shape)) == (1, 4, (4, 3, 64, 64))
+    clip = previewer.render(1, 4, x0)  # 0.8 s spent: only the 0.1 s variant still fits
+    assert (clip.variant, clip.frame_step, tuple(clip.frames.shape)) == (2, 4, (4, 3, 8, 8))
+    clock.now += 100.0
+    clip = previewer.render(2, 4, x0)
+    assert (clip.variant, clip.frame_step, tuple(clip.frames.shape)) == (0, 1, (13, 3, 64, 64))
+
+
 # -- the newest clip over HTTP, for third-party clients ------------------------------------------
 
 def test_clips_over_http_are_off_by_default_and_say_how_to_turn_them_on(comfy):
@@ -318,22 +340,12 @@ def test_a_wan_sampler_plays_the_whole_taehv_clip_of_each_step(comfy):
 
     name = "taew2_1-test.safetensors"
     save_file(random_state_dict("wan2_1", seed=1), os.path.join(comfy.base, "models", "vae_approx", name))
-    graph = {
-        "1": {"class_type": "TAESDVLoader", "inputs": {"model_name": name, "dtype": "auto"}},
-        "10": {"class_type": "TAESDVTest_TinyWanModel", "inputs": {"dim": 32, "seed": 0, "latent_format": "Wan21"}},
-        "11": {"class_type": "TAESDVTest_Conditioning", "inputs": {"seed": 1, "tokens": 8}},
-        "12": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 48, "length": 13, "batch_size": 1}},
-        "20": {"class_type": "TAESDVLatentPreview", "inputs": {"model": ["10", 0], "taesdv": ["1", 0], "max_size": 256,
-                                                              "fps": 16.0, "budget_percent": 100.0}},
-        "13": {"class_type": "KSampler", "inputs": {
-            "model": ["20", 0], "positive": ["11", 0], "negative": ["11", 0], "latent_image": ["12", 0],
-            "seed": int.from_bytes(os.urandom(4), "big"), "steps": 3, "cfg": 2.0, "sampler_name": "euler",
-            "scheduler": "normal", "denoise": 1.0}},
-        "15": graphs.save_tensor("wan_sampled", samples="13"),
-    }
+    graph = graphs.wan_sampling_graph(name, width=64, height=48, length=13, steps=3,
+                                      preview={"max_size": 256, "fps": 16.0, "budget_percent": 100.0})
     run = comfy.run(graph)
     assert run.succeeded, run.error_text()
     clips = clip_events(run)
     assert [c["step"] for c in clips] == [1, 2, 3]
     for c in clips:  # 13 frames -> 4 latent frames -> all 4*4-3 = 13 frames of the step, 8x space
         assert (c["frame_count"], c["frame_width"], c["frame_height"]) == (13, 64, 48)
+        assert (c["frame_step"], c["fps"]) == (1, 16.0)  # the whole clip: every frame, at the node's fps

@@ -234,6 +234,47 @@ def test_space_upscale_off_decodes_at_latent_size(sds):
         taehv_from_state_dict(sds["wan2_2_super"], space_upscale=False)
 
 
+@pytest.mark.parametrize("variant,filename", [("wan2_1", None), ("ltx", None), ("hv1_5", "lighttaehy1_5.pth"),
+                                              ("wan2_2_super", None)])
+def test_cheaper_variants_are_the_loaded_weights_without_time_then_space_upscaling(sds, variant, filename):
+    _, full, _ = taehv_from_state_dict(sds[variant], filename)
+    full.latent_format, full.input_space = "Wan22", "vae"
+    variants = full.cheaper_variants()
+    super_ = variant.endswith("super")
+    assert [(v.time_scale, v.spatial_scale) for v in variants] == (
+        [(1, full.spatial_scale)] + ([] if super_ else [(1, full.patch)]))
+    latents = latents_for(variant, 3, 2, 3)
+    for v, space in zip(variants, (True, False)):
+        assert (v.latent_format, v.input_space, v.frames_to_trim) == ("Wan22", "vae", 0)
+        expected = reference_decode(sds[variant], latents, leaky=bool(filename), time_upscale=False,
+                                    space_upscale=space)
+        if filename:  # lighttae: the model maps its [-1, 1] output to [0, 1]
+            expected = (expected + 1) / 2
+        got = decode(v, latents, clamp=False)
+        assert got.shape[1] == 3 and rel_err(got, expected) < 1e-5
+    assert full.time_scale > 1 and variants[0].cheaper_variants() == []
+
+
+# --- CogVideoX (taecvx): Wan 2.1's tensors; an even number of latent frames is not trimmed ------
+
+def test_a_cogvideox_file_keeps_the_start_of_clips_of_even_length_and_trims_odd_ones(sds):
+    _, cvx, description = taehv_from_state_dict(sds["wan2_1"], "taecvx.safetensors")
+    _, wan, _ = taehv_from_state_dict(sds["wan2_1"], "taew2_1.safetensors")
+    assert cvx.family == "TAEHV (CogVideoX)" and "even number of latent frames is not trimmed" in description
+    even, odd = latents_for("wan2_1", 4), latents_for("wan2_1", 3)
+    untrimmed = reference_decode(sds["wan2_1"], even, trim=False)
+    for chunk in (1, 2, 3, 4):
+        got = decode(cvx, even, chunk_frames=chunk, clamp=False)
+        assert got.shape[1] == 16 and rel_err(got, untrimmed) < 1e-5
+    assert decode(wan, even, clamp=False).shape[1] == 13  # Wan's file trims every clip
+    assert rel_err(decode(cvx, odd, clamp=False), reference_decode(sds["wan2_1"], odd)) < 1e-5  # 9 frames
+    stream = DecodeStream(cvx)  # a stream decides at its first piece: two pieces of 2 = one of 4
+    pieces = torch.cat([stream.decode(even[:, :2], clamp=False), stream.decode(even[:, 2:], clamp=False)], 1)
+    assert rel_err(pieces, untrimmed) < 1e-5
+    no_time = cvx.cheaper_variants()[0]
+    assert no_time.cogvideox and decode(no_time, even).shape[1] == 4
+
+
 # --- encoding ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("variant", ["wan2_1", "wan2_2", "ltx"])

@@ -134,7 +134,7 @@ export class ClipPlayer {
     clearInterval(this.timer);
     this.timer = null;
     if (!this.playing || !this.clip || this.disposed) return;
-    const interval = 1000 / Math.max(1, this.clip.meta.fps || 8);
+    const interval = 1000 / Math.max(0.1, this.clip.meta.fps || 8);
     this.timer = setInterval(() => this.show((this.frame + 1) % this.clip.meta.frame_count), interval);
   }
 
@@ -147,7 +147,9 @@ export class ClipPlayer {
     }
     const m = this.clip.meta;
     this.scrubber.value = String(this.frame);
-    const note = this.stale ? ` · ${this.stale}` : "";
+    // a cheaper preview (TAEHV without time upscaling) shows every frame_step-th frame of the clip
+    const thinned = m.frame_step > 1 ? ` · every ${m.frame_step}th frame` : "";
+    const note = thinned + (this.stale ? ` · ${this.stale}` : "");
     this.counter.textContent = `${this.frame + 1}/${m.frame_count} · step ${m.step}/${m.total_steps}${note}`;
   }
 

@@ -194,7 +194,7 @@ class TestInjectOutOfMemory(io.ComfyNode):
             failing(taesdv.model.decoder)
         else:
             import comfy.model_management as mm
-            failing(taesdv.preview_decoder(mm.get_torch_device()))
+            failing(taesdv.preview_decoders(mm.get_torch_device())[0])
         return io.NodeOutput(taesdv)
 
 
@@ -216,9 +216,9 @@ class TestBreakPreview(io.ComfyNode):
 
         broken = copy.copy(taesdv)
 
-        def preview_decoder(device):
+        def preview_decoders(device):
             raise RuntimeError("injected by TAESDVTest_BreakPreview")
-        broken.preview_decoder = preview_decoder
+        broken.preview_decoders = preview_decoders
         return io.NodeOutput(broken)
 
 

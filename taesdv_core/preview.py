@@ -139,8 +139,8 @@ class Previewer:
     decoders: the decoder, or a list of variants of it from the full output to the cheapest
     (TAEHV without time upscaling, then without spatial upscaling too). Each step uses the
     first variant whose predicted cost fits the budget: full clips while they are affordable,
-    cheaper ones instead of none. A variant's cost is predicted from its last previews (from a
-    FLOP estimate before its first). Every variant decodes the same latent grid (the one that
+    cheaper ones instead of none. A variant's cost is predicted from its last previews; before
+    its first, from its FLOPs at the speed the other variants' previews showed. Every variant decodes the same latent grid (the one that
     gives the full decoder's frames at preview size), so a variant without spatial upscaling
     gives smaller frames rather than decoding more latent pixels.
 
@@ -164,6 +164,7 @@ class Previewer:
         self.disabled_reason: str | None = None
         self.out_of_memory_count = 0
         self.measured_cost: dict[int, float] = {}  # variant index -> running mean of its cost
+        self.seconds_per_flop: float | None = None  # measured by the newest preview, any variant
         self.last_variant: int | None = None
 
     def charge(self, seconds: float) -> None:
@@ -172,9 +173,8 @@ class Previewer:
         if self.last_variant is not None:
             self.measured_cost[self.last_variant] += seconds
 
-    def predicted_cost(self, variant: int, clip_latents: torch.Tensor) -> float:
-        if variant in self.measured_cost:
-            return self.measured_cost[variant]
+    def flops(self, variant: int, clip_latents: torch.Tensor) -> float:
+        """Estimated floating-point operations of decoding `clip_latents` with a variant."""
         n, t, _, h, w = clip_latents.shape
         d = self.variants[variant]
         hh, ww = h * d.spatial_scale, w * d.spatial_scale
@@ -182,13 +182,24 @@ class Previewer:
             flops = d.flops_per_frame(hh, ww)
         else:  # a rough guess: every weight used once per pixel at 1/4 of the output size
             flops = 2 * sum(p.numel() for p in d.parameters()) * hh * ww / 16
-        device = next(d.parameters()).device
-        return n * t * d.time_scale * flops / assumed_throughput(device)
+        return n * t * d.time_scale * flops
 
-    def _record(self, variant: int, cost: float) -> None:
+    def predicted_cost(self, variant: int, clip_latents: torch.Tensor) -> float:
+        """Seconds a preview with this variant will take: its own measured mean once it has run;
+        before, its FLOPs at the speed measured on the other variants' previews (at an assumed,
+        deliberately low speed before any)."""
+        if variant in self.measured_cost:
+            return self.measured_cost[variant]
+        if self.seconds_per_flop is None:
+            device = next(self.variants[variant].parameters()).device
+            return self.flops(variant, clip_latents) / assumed_throughput(device)
+        return self.flops(variant, clip_latents) * self.seconds_per_flop
+
+    def _record(self, variant: int, cost: float, flops: float) -> None:
         self.budget.record(cost)
         previous = self.measured_cost.get(variant)
         self.measured_cost[variant] = cost if previous is None else 0.5 * (previous + cost)
+        self.seconds_per_flop = cost / max(flops, 1.0)
         self.last_variant = variant
 
     def render(self, step: int, total_steps: int, x0: torch.Tensor) -> PreviewClip | None:
@@ -209,7 +220,7 @@ class Previewer:
             frames = engine.decode(decoder, latents.to(param.device, param.dtype))[0]
             sheet, jpeg, columns, rows = sprite_sheet(frames, self.settings.quality)
             cost = self.clock() - started
-            self._record(chosen, cost)
+            self._record(chosen, cost, self.flops(chosen, latents))
             frame_step = max(1, self.decoder.time_scale // decoder.time_scale)
             return PreviewClip(step, total_steps, frames, sheet, jpeg, columns, rows, cost, frame_step, chosen)
         except self.interrupt_types:

@@ -299,6 +299,24 @@ def test_a_taehv_clip_the_budget_cannot_afford_plays_one_frame_per_latent_frame_
     assert (clip.variant, clip.frame_step, tuple(clip.frames.shape)) == (0, 1, (13, 3, 64, 64))
 
 
+def test_a_variant_that_has_not_run_yet_is_predicted_at_the_speed_the_others_showed():
+    from reference_taehv import random_state_dict
+    from taesdv_core.taehv import taehv_from_state_dict
+
+    _, full, _ = taehv_from_state_dict(random_state_dict("wan2_1"))
+    variants = [full, *full.cheaper_variants()]
+    clock = FakeClock()
+    previewer = Previewer(variants, PreviewSettings(max_size=64, budget=1.0), clock=clock)
+    x0 = torch.randn(1, 16, 2, 8, 8)
+    latents = preview_latents(x0, 64)
+    slow_by(variants[0], clock, 1.0)  # the CPU is far slower than assumed: 2 s for the whole clip
+    previewer.render(0, 4, x0)
+    speed = previewer.measured_cost[0] / previewer.flops(0, latents)
+    for i in (1, 2):  # not run yet: their FLOPs at the measured speed, not at the assumed one
+        assert previewer.predicted_cost(i, latents) == pytest.approx(previewer.flops(i, latents) * speed)
+    assert previewer.flops(0, latents) > previewer.flops(1, latents) > previewer.flops(2, latents)
+
+
 # -- the newest clip over HTTP, for third-party clients ------------------------------------------
 
 def test_clips_over_http_are_off_by_default_and_say_how_to_turn_them_on(comfy):

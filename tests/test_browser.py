@@ -13,7 +13,10 @@ from importlib.metadata import version
 import pytest
 import torch
 
+from safetensors.torch import save_file
+
 import graphs
+from reference_taehv import random_state_dict
 from browser import ARTIFACTS, available, comfy_page, frontends, new_errors, queue, shot, wait_done
 from comfy_host import ComfyHost
 
@@ -22,6 +25,7 @@ pytestmark = pytest.mark.skipif(not available(), reason="needs Debian's chromium
 TESTS = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(TESTS), "example_workflows")
 FRONTENDS = frontends()
+TAEHV_FILE = "taew2_1-random.safetensors"
 
 
 @pytest.fixture(scope="module", params=FRONTENDS,
@@ -36,6 +40,7 @@ def ui(request, tmp_path_factory, state_dict):
     host = ComfyHost(base, extra_packs={"taesdv_test_nodes": os.path.join(TESTS, "comfy_test_nodes")},
                      extra_args=["--front-end-root", root] if root else [])
     torch.save(state_dict, os.path.join(base, "models", "vae_approx", "taesdv.pth"))
+    save_file(random_state_dict("wan2_1", seed=1), os.path.join(base, "models", "vae_approx", TAEHV_FILE))
     host.start()
     host.frontend = label
     yield host
@@ -137,6 +142,27 @@ def test_sampler_node_plays_the_clip_keeps_the_last_one_and_cleans_up(ui):
         assert page.evaluate("() => document.querySelectorAll('.taesdv-preview').length") == 0
         assert page.evaluate("() => ['root', 'canvas', 'button', 'scrubber'].map(k => window.__liveListeners(window.__player[k]))") == [0, 0, 0, 0]
         assert page.evaluate("() => window.__player.timer") is None
+        assert new_errors(errors, baseline) == []
+
+
+def test_a_wan_sampler_node_plays_every_frame_of_the_taehv_clip(ui):
+    with comfy_page(ui.url) as (page, errors):
+        page.wait_for_timeout(1500)
+        baseline = len(errors)
+        queue(page, graphs.wan_sampling_graph(TAEHV_FILE, width=64, height=48, length=13, steps=3,
+                                              preview={"budget_percent": 100, "fps": 16}))
+        player_ready(page)
+        assert wait_done(page) == "execution_success"
+        first = page.evaluate(PLAYER_STATE)[0]
+        page.wait_for_timeout(400)
+        second = page.evaluate(PLAYER_STATE)[0]
+        meta = second["meta"]  # 13 frames -> 4 latent frames -> 4*4-3 = 13 frames, each 8x the latent
+        assert (second["type"], meta["step"], meta["frame_count"], meta["frame_width"], meta["frame_height"]) == (
+            "KSampler", 3, 13, 64, 48)
+        assert first["frame"] != second["frame"] and first["canvas"] != second["canvas"]
+        assert re.fullmatch(r"\d+/13 · step 3/3", second["counter"])
+        bring_player_into_view(page)
+        shot(page, name(ui, "wan-taehv-clip"))
         assert new_errors(errors, baseline) == []
 
 

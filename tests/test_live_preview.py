@@ -367,3 +367,22 @@ def test_a_wan_sampler_plays_the_whole_taehv_clip_of_each_step(comfy):
     for c in clips:  # 13 frames -> 4 latent frames -> all 4*4-3 = 13 frames of the step, 8x space
         assert (c["frame_count"], c["frame_width"], c["frame_height"]) == (13, 64, 48)
         assert (c["frame_step"], c["fps"]) == (1, 16.0)  # the whole clip: every frame, at the node's fps
+
+
+def test_the_global_switch_previews_a_wan_sampler_with_the_taehv_file_that_serves_it(comfy):
+    from reference_taehv import random_state_dict
+    from safetensors.torch import save_file
+
+    name = "taew2_1-global.safetensors"  # beside taesdv.pth, which cannot serve Wan latents
+    path = os.path.join(comfy.base, "models", "vae_approx", name)
+    save_file(random_state_dict("wan2_1", seed=2), path)
+    graph = graphs.wan_sampling_graph(name, width=64, height=48, length=9, steps=2)  # no preview node
+    assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0, "fps": 12})[0] == 200
+    try:
+        run = comfy.run(graph)
+    finally:
+        assert comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05, "fps": 8})[0] == 200
+        os.remove(path)  # the shared server's other tests list vae_approx
+    assert run.succeeded, run.error_text()
+    clips = clip_events(run)  # 9 frames -> 3 latent frames -> 4*3-3 = 9 frames per step
+    assert [(c["step"], c["frame_count"], c["frame_width"], c["fps"]) for c in clips] == [(1, 9, 64, 12), (2, 9, 64, 12)]

@@ -5,7 +5,7 @@ import torch
 from comfy_api.latest import io
 
 from ..taesdv_core.errors import InputError
-from ..taesdv_core.media import crop_to_multiple_of_8
+from ..taesdv_core.media import centre_crop
 from . import latent_spaces
 
 TAESDVModel = io.Custom("TAESDV")
@@ -71,4 +71,4 @@ def image_to_frames(image: torch.Tensor) -> torch.Tensor:
         raise InputError(f"pixels must be an IMAGE [frames, height, width, channels], got {getattr(image, 'shape', type(image))}")
     if image.shape[-1] not in (3, 4):
         raise InputError(f"pixels have {image.shape[-1]} channels; expected RGB (3) or RGBA (4)")
-    return crop_to_multiple_of_8(image[..., :3].movedim(-1, 1), "pixels").unsqueeze(0).float()
+    return centre_crop(image[..., :3].movedim(-1, 1), 8, "pixels").unsqueeze(0).float()

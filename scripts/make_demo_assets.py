@@ -10,6 +10,9 @@ BASE is a ComfyUI base folder (the one with models/ and input/). Writes, each on
   and 768-wide cross-attention, which ComfyUI's detection requires, but one level and one block
   per level), so a KSampler runs on a CPU. About 450 MB; pictures are noise, the plumbing is real.
 - models/vae_approx/taesdv-random-demo.pth: TAESDV with random weights of the official layout.
+- models/vae_approx/taesd-random-demo.pth: an image TAESD decoder with random weights (the second
+  decoder of the Compare Decoders example; not named taesd_decoder*, so ComfyUI's own previewer
+  never picks it over a real file).
 - input/example.png (256x256), input/example.mp4 (16 frames, 256x256, 12 fps),
   input/next_piece.latent (a ComfyUI Save Latent file, 4 frames of 32x32 latents).
 
@@ -26,6 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKPOINT = "taesdv-demo-sd15-random.safetensors"
 TAESDV_DEMO = "taesdv-random-demo.pth"
+TAESD_DEMO = "taesd-random-demo.pth"
 # SD1.5 as ComfyUI detects it (model_channels 320, context_dim 768), at its smallest.
 DEMO_UNET = {"use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
              "num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1],
@@ -83,15 +87,27 @@ def make_checkpoint(path: str, comfyui: str, seed: int = 0) -> None:
     os.replace(path + ".part", path)
 
 
-def make_taesdv(path: str) -> None:
+def _save_random(path: str, module_class) -> None:
+    """A module of this pack with PyTorch's random initialisation, saved as a .pth state dict."""
     import torch
 
+    torch.manual_seed(0)
+    torch.save(module_class().state_dict(), path + ".part")
+    os.replace(path + ".part", path)
+
+
+def make_taesdv(path: str) -> None:
     sys.path.insert(0, ROOT)
     from taesdv_core import TAESDV
 
-    torch.manual_seed(0)
-    torch.save(TAESDV().state_dict(), path + ".part")
-    os.replace(path + ".part", path)
+    _save_random(path, TAESDV)
+
+
+def make_taesd(path: str) -> None:
+    sys.path.insert(0, ROOT)
+    from taesdv_core.taesd import TAESDDecoder
+
+    _save_random(path, TAESDDecoder)
 
 
 def _frames(count: int, size: int = 256):
@@ -147,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         (os.path.join(args.base, "models", "checkpoints", CHECKPOINT), lambda p: make_checkpoint(p, args.comfyui)),
         (os.path.join(args.base, "models", "vae_approx", TAESDV_DEMO), make_taesdv),
+        (os.path.join(args.base, "models", "vae_approx", TAESD_DEMO), make_taesd),
         (os.path.join(args.base, "input", "example.png"), make_image),
         (os.path.join(args.base, "input", "example.mp4"), make_video),
         (os.path.join(args.base, "input", "next_piece.latent"), make_latent),

@@ -77,6 +77,20 @@ DEMO_LIVE_PREVIEW = {
         "method": "default"}},
 }
 
+COMPARE = {
+    "1": {"class_type": "LoadLatent", "inputs": {"latent": "next_piece.latent"}},
+    "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+    "3": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0], "vae": ["2", 2]}},
+    "4": {"class_type": "TAESDVLoader", "inputs": {"model_name": "taesdv.pth", "dtype": "auto"}},
+    "5": {"class_type": "TAESDVLoader", "inputs": {"model_name": "taesd_decoder.pth", "dtype": "auto"}},
+    "6": {"class_type": "TAESDVCompareDecoders", "inputs": {
+        "samples": ["1", 0], "decoder_a": ["4", 0], "decoder_b": ["5", 0], "reference": ["3", 0]}},
+    "7": {"class_type": "SaveAnimatedWEBP", "inputs": {
+        "images": ["6", 0], "filename_prefix": "taesdv/compare", "fps": 8.0, "lossless": False, "quality": 90,
+        "method": "default"}},
+    "8": {"class_type": "PreviewAny", "inputs": {"source": ["6", 1]}},
+}
+
 TAESDV_WEIGHTS = ("models/vae_approx/taesdv.pth: ComfyUI-Manager's model list (Model Manager), "
                   "`python scripts/fetch_weights.py models/vae_approx`, or by hand from "
                   "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth. Offline: `bash scripts/start.sh "
@@ -111,6 +125,18 @@ NOTES = {
         "--demo-weights` writes.\n\n"
         "Each queue run decodes the next piece and continues the clip where the last run stopped "
         "(stream_name); set reset to start a new clip."),
+    "taesdv_compare_decoders.json": (
+        "Needs:\n- input/next_piece.latent: a ComfyUI Save Latent file of an SD1.5 clip (Save Latent after a "
+        "sampler, then move it from output/latents/ to input/), or the 4-frame one `start.sh --demo-weights` writes.\n"
+        "- models/checkpoints/v1-5-pruned-emaonly.safetensors: any SD1.5 checkpoint; only its VAE is used, to "
+        "decode the reference frames (the full VAE). Demo: taesdv-demo-sd15-random.safetensors.\n"
+        "- " + TAESDV_WEIGHTS + "\n"
+        "- models/vae_approx/taesd_decoder.pth: image TAESD, https://github.com/madebyollin/taesd (the file "
+        "ComfyUI's own previews use). Demo: taesd-random-demo.pth.\n\n"
+        "Compare Decoders decodes the same latents with both tiny decoders and lays them next to the full "
+        "VAE's frames, labelled; the table (Preview Any) gives ms per frame, peak memory, and PSNR, SSIM and "
+        "flicker against the full VAE. Add decoder_c/decoder_d for more files (TAE-192, ...). With random demo "
+        "weights only the timings and the plumbing mean anything."),
 }
 
 EXAMPLES = {
@@ -118,6 +144,7 @@ EXAMPLES = {
     "taesdv_svd_live_preview_and_decode.json": SVD_PREVIEW_AND_DECODE,
     "taesdv_video_roundtrip.json": ROUNDTRIP,
     "taesdv_streaming_decode.json": STREAMING,
+    "taesdv_compare_decoders.json": COMPARE,
 }
 
 LOAD_WITH_NOTE = """async ([graph, text]) => {

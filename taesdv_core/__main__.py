@@ -1,12 +1,14 @@
-"""Command line: decode, encode and round-trip with TAESDV, no ComfyUI needed.
+"""Command line: decode, encode and round-trip with any tiny autoencoder file, no ComfyUI needed.
 
-    taesdv decode LATENTS -w taesdv.pth -o OUT [--mode parallel|chunked|stream] [--chunk N] [--fps F]
-    taesdv encode FRAMES -w taesdv.pth -o OUT.safetensors
-    taesdv roundtrip VIDEO -w taesdv.pth -o OUT [--max-frames N] [--fps F]
+    taesdv decode LATENTS -w FILE -o OUT [--mode parallel|chunked|stream] [--chunk N] [--fps F] [--keyframes off|repeat|blend]
+    taesdv encode FRAMES -w FILE -o OUT.safetensors
+    taesdv roundtrip VIDEO -w FILE -o OUT [--max-frames N] [--fps F]
 
-`taesdv` is the console command `pip install -e .` (in the pack's folder) installs; `python -m
-taesdv_core` is the same program. Structure: build_parser() declares every subcommand and option;
-each subcommand is one function (decode_command, ...) taking the parsed arguments.
+FILE is recognised by its tensors (taesdv_core/loading.py): TAESDV, TAEHV (Wan, HunyuanVideo,
+LTX-2, ...), image TAESD, TAE-192 or the temporal decoder. `taesdv` is the console command
+`pip install -e .` (in the pack's folder) installs; `python -m taesdv_core` is the same program.
+Structure: build_parser() declares every subcommand and option; each subcommand is one function
+(decode_command, ...) taking the parsed arguments.
 """
 from __future__ import annotations
 
@@ -18,10 +20,14 @@ import time
 import torch
 
 from . import compare
-from .checkpoint import DTYPES, OFFICIAL_URL, load_taesdv
+from .checkpoint import DTYPES, OFFICIAL_URL
 from .engine import DecodeStream, check_finite, decode, encode
 from .errors import CheckpointError, InputError
-from .media import FrameWriter, crop_to_multiple_of_8, read_frames, read_latents
+from .keyframes import expand_keyframes, expanded_length
+from .loading import comfy_latent_to_input, load_autoencoder
+from .media import FrameWriter, centre_crop, read_frames, read_latents
+
+KEYFRAMES = ("off", "repeat", "blend")
 
 
 def _device(name: str) -> torch.device:
@@ -36,23 +42,23 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _dtype(name: str, device: torch.device) -> torch.dtype:
+def _dtype(name: str, device: torch.device) -> torch.dtype | str:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
+    return name  # a DTYPES name: "tf32" loads fp32 weights that may use TF32
 
 
-def _decode_to(writer: FrameWriter, decoder, latents: torch.Tensor, mode: str, chunk: int | None) -> None:
+def _decode_to(writer: FrameWriter, decoder, latents: torch.Tensor, mode: str, chunk: int | None,
+               keyframes: str = "off") -> None:
     t = latents.shape[1]
-    if mode == "parallel":
-        writer.write(decode(decoder, latents, chunk_frames=t))
-    elif mode == "chunked":
-        writer.write(decode(decoder, latents, chunk_frames=chunk))
-    else:  # stream: hand the engine one piece at a time, writing frames as they come
+    if mode == "stream":  # hand the engine one piece at a time, writing frames as they come
         stream = DecodeStream(decoder)
         piece = chunk or 1
         for start in range(0, t, piece):
             writer.write(stream.decode(latents[:, start:start + piece], chunk_frames=piece))
+    else:
+        frames = decode(decoder, latents, chunk_frames=t if mode == "parallel" else chunk)
+        writer.write(frames if keyframes == "off" else expand_keyframes(frames, keyframes))
     writer.close()
 
 
@@ -60,23 +66,49 @@ WEIGHTS_MISSING = (f"-w/--weights: file not found; download {OFFICIAL_URL} (5.6 
                    "`python scripts/fetch_weights.py DIR` in the ComfyUI-TAESDV repository, and pass its path")
 
 
-def _load(args):
+def _load(args, *parts: str):
+    """The file's model, refused unless it holds every one of `parts` ("encoder", "decoder")."""
     device = _device(args.device)
-    return load_taesdv(args.weights, dtype=_dtype(args.dtype, device), device=device, missing_advice=WEIGHTS_MISSING)
+    model = load_autoencoder(args.weights, _dtype(args.dtype, device), device, missing_advice=WEIGHTS_MISSING)
+    missing = [part for part in parts if getattr(model, part) is None]
+    if missing:
+        what = getattr(model, "description", type(model).__name__)
+        full = getattr(model, "full_file", "a file that holds both halves")
+        raise CheckpointError(f"-w '{args.weights}' ({what}) has no {' and no '.join(missing)}; "
+                              f"{args.command} needs {' and '.join(parts)}: use {full}")
+    return model
+
+
+def _check_keyframes(args, decoder) -> None:
+    if args.keyframes == "off":
+        return
+    if decoder.time_scale != 1:
+        raise InputError(f"--keyframes {args.keyframes}: {decoder.family} already decodes {decoder.time_scale} frames "
+                         "per latent frame; --keyframes is for CV-VAE latents read by a one-frame-per-latent decoder "
+                         "(TAESDV, image TAESD)")
+    if args.mode == "stream":
+        raise InputError(f"--keyframes {args.keyframes} fills frames between keyframes of the whole clip; "
+                         "use --mode chunked or parallel")
 
 
 def decode_command(args) -> None:
-    model = _load(args)
-    if model.decoder is None:
-        raise CheckpointError(f"'{args.weights}' has no decoder tensors")
+    decoder = _load(args, "decoder").decoder
+    _check_keyframes(args, decoder)
     started = time.perf_counter()
-    latents = read_latents(args.latents)
+    latents = read_latents(args.latents, lambda x: comfy_latent_to_input(decoder, x))
     check_finite(latents, "latents")
     writer = FrameWriter(args.output, fps=args.fps)
-    _decode_to(writer, model.decoder, latents, args.mode, args.chunk)
-    n, t = latents.shape[:2]
-    print(f"decoded {n}x{t} frames of {latents.shape[-2] * 8}x{latents.shape[-1] * 8} in "
+    _decode_to(writer, decoder, latents, args.mode, args.chunk, args.keyframes)
+    n, t, _, h, w = latents.shape
+    frames = t * decoder.time_scale - decoder.frames_to_trim if args.keyframes == "off" else expanded_length(t)
+    scale = decoder.spatial_scale
+    print(f"decoded {n}x{frames} frames of {w * scale}x{h * scale} ({decoder.family}) in "
           f"{time.perf_counter() - started:.2f}s -> {args.output}")
+
+
+def _encode_frames(encoder, frames: torch.Tensor, chunk: int | None) -> torch.Tensor:
+    """Frames (T, 3, H, W) -> latents (1, T', C, h, w), centre-cropped to the encoder's scale first."""
+    return encode(encoder, centre_crop(frames, encoder.spatial_scale), chunk).unsqueeze(0)
 
 
 def encode_command(args) -> None:
@@ -84,24 +116,21 @@ def encode_command(args) -> None:
 
     if not args.output.endswith(".safetensors"):
         raise InputError(f"-o '{args.output}': encode writes a .safetensors file (key 'latents')")
-    model = _load(args)
-    if model.encoder is None:
-        raise CheckpointError(f"'{args.weights}' has no encoder tensors")
+    encoder = _load(args, "encoder").encoder
     frames, _ = read_frames(args.frames)
-    latents = encode(model.encoder, crop_to_multiple_of_8(frames), args.chunk)
-    save_file({"latents": latents.unsqueeze(0).contiguous()}, args.output)
-    print(f"encoded {frames.shape[0]} frames -> {args.output} (key 'latents', NTCHW, model space)")
+    latents = _encode_frames(encoder, frames, args.chunk)
+    save_file({"latents": latents.contiguous()}, args.output)
+    print(f"encoded {frames.shape[0]} frames -> {args.output} (key 'latents', NTCHW {tuple(latents.shape)}, "
+          "the decoder's input space)")
 
 
 def roundtrip_command(args) -> None:
-    model = _load(args)
-    if model.encoder is None or model.decoder is None:
-        raise CheckpointError(f"'{args.weights}' needs both encoder and decoder tensors for a round trip")
+    model = _load(args, "encoder", "decoder")
     started = time.perf_counter()
     frames, fps = read_frames(args.video, args.max_frames)
-    latents = encode(model.encoder, crop_to_multiple_of_8(frames), args.chunk)
+    latents = _encode_frames(model.encoder, frames, args.chunk)
     writer = FrameWriter(args.output, fps=args.fps or fps)
-    _decode_to(writer, model.decoder, latents.unsqueeze(0), "chunked", args.chunk)
+    _decode_to(writer, model.decoder, latents, "chunked", args.chunk)
     print(f"round-tripped {frames.shape[0]} frames in {time.perf_counter() - started:.2f}s -> {args.output}")
 
 
@@ -111,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("-w", "--weights", required=True, metavar="FILE",
-                       help=f"TAESDV checkpoint (taesdv.pth or .safetensors; {OFFICIAL_URL})")
+                       help="a tiny autoencoder file (.pth or .safetensors), recognised by its tensors: TAESDV "
+                            f"({OFFICIAL_URL}), TAEHV (taew2_1, taehv, ...), image TAESD (taesd_decoder, ...), TAE-192")
         p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                        help="weights and compute precision (default auto: fp16 on CUDA, fp32 otherwise; fp32 is exact, tf32 lets CUDA convs use TF32)")
         p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps")
@@ -119,28 +149,39 @@ def build_parser() -> argparse.ArgumentParser:
                        help="frames per chunk; never changes the frames, only speed and memory (default: automatic)")
 
     p = sub.add_parser("decode", help="latents -> frames (.safetensors, folder of PNGs, .webp, .gif, .mp4)",
-                       description="Decode SD latents to frames.")
+                       description="Decode latents to frames with any tiny decoder file. TAESDV and image TAESD give one "
+                                   "frame per latent frame; TAEHV gives 4T-3 (LTX-2: 8T-7) frames for T latent frames.")
     p.add_argument("latents", metavar="LATENTS",
-                   help=".safetensors with key 'latents' (model space, NTCHW or TCHW) or a ComfyUI .latent (Save Latent)")
+                   help=".safetensors with key 'latents' (NTCHW or TCHW) in the decoder's input space: the diffusion "
+                        "model's latents (TAESDV/TAESD: VAE latent x its scale, e.g. 0.18215; TAEHV: raw, no scaling), "
+                        "or a ComfyUI .latent (Save Latent), mapped as ComfyUI's VAE Decode maps it for this file")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="by extension: .safetensors (key 'frames'), .webp, .gif, .mp4, or a folder (PNG per frame)")
     p.add_argument("--mode", choices=["parallel", "chunked", "stream"], default="chunked",
                    help="parallel: whole clip in one pass; chunked: --chunk frames at a time (default); "
                         "stream: piece by piece in constant memory, folder frames written as they come")
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of .webp/.gif/.mp4 output (default 8)")
+    p.add_argument("--keyframes", choices=KEYFRAMES, default="off",
+                   help="CV-VAE latents (SD latent space, 4x time): each latent frame is the keyframe of 4 frames. "
+                        "off: one frame per latent frame (the keyframes); repeat: each keyframe held for its 4 frames; "
+                        "blend: cross-fades between keyframes. repeat/blend give 1 + 4(T-1) frames that are not "
+                        "decoded motion. For one-frame-per-latent decoders (TAESDV, image TAESD), not with --mode stream")
     common(p)
     p.set_defaults(run=decode_command)
 
     p = sub.add_parser("encode", help="frames (folder of images, animated webp/gif, or a video) -> latents .safetensors",
-                       description="Encode frames to SD latents (model space).")
+                       description="Encode frames to latents with any tiny encoder file (TAESDV, TAEHV, image TAESD).")
     p.add_argument("frames", metavar="FRAMES",
-                   help="a folder of images, an animated .webp/.gif, or a video (PyAV); centre-cropped to multiples of 8")
+                   help="a folder of images, an animated .webp/.gif, or a video (PyAV); centre-cropped to multiples of the "
+                        "encoder's scale (8; 16 or 32 for patched TAEHV files); TAEHV pads the frame count at the end "
+                        "to a multiple of 4 (LTX-2: 8)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors",
-                   help="latents file (key 'latents', NTCHW, model space: SD VAE latents x 0.18215)")
+                   help="latents file (key 'latents', NTCHW) in the decoder's input space, as decode reads it "
+                        "(TAESDV: SD VAE latents x 0.18215; TAEHV: raw)")
     common(p)
     p.set_defaults(run=encode_command)
 
-    p = sub.add_parser("roundtrip", help="video -> latents -> video (see what TAESDV keeps)",
+    p = sub.add_parser("roundtrip", help="video -> latents -> video (see what a tiny autoencoder keeps)",
                        description="Encode a video and decode it again.")
     p.add_argument("video", metavar="VIDEO", help="a video (PyAV), an animated .webp/.gif, or a folder of images")
     p.add_argument("-o", "--output", required=True, metavar="OUT",

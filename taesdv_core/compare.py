@@ -30,7 +30,7 @@ from . import metrics
 from .errors import CheckpointError
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]
-LABEL_STRIP = 14  # pixels of the label strip above each panel
+LABEL_STRIP = 14  # pixels per line of the label strip above each panel, at the smallest text (10 px)
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -94,21 +94,54 @@ def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.unflatten(0, (n, t))
 
 
-def _label_strip(text: str, width: int) -> torch.Tensor:
-    """(3, LABEL_STRIP, width) white text on black, PIL's default font."""
+def _label_font(width: int):
+    """PIL's default font, larger on wider panels (10 px up to 240 px wide), so labels stay
+    readable where a UI shows the whole side-by-side scaled down."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=max(10, width // 24))
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    """`text` in lines no wider than `width` pixels: broken at spaces; a longer word goes on
+    over as many lines as it needs."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+            continue
+        lines.append("")
+        for ch in word:
+            if lines[-1] and font.getlength(lines[-1] + ch) > width:
+                lines.append("")
+            lines[-1] += ch
+    return lines or [""]
+
+
+def _label_strip(lines: list[str], font, width: int, height: int) -> torch.Tensor:
+    """(3, height, width): the lines in white on black."""
     from PIL import Image, ImageDraw
 
-    img = Image.new("RGB", (width, LABEL_STRIP), (0, 0, 0))
-    ImageDraw.Draw(img).text((2, 1), text, fill=(255, 255, 255))
+    img = Image.new("RGB", (width, height), (0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((2, 1 + i * (font.size + 4)), line, font=font, fill=(255, 255, 255))
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
 
 
 def side_by_side(panels: Sequence[tuple[str, torch.Tensor]]) -> torch.Tensor:
-    """Panels (label, frames (N, T, 3, H, W) of one size and length) -> (N, T, 3, H + strip, W * k)."""
+    """Panels (label, frames (N, T, 3, H, W) of one size and length) -> (N, T, 3, S + H, W * k).
+
+    Each label is wrapped to its panel's width; the strip S above every panel holds the longest
+    one (LABEL_STRIP pixels per line at 10 px text, more for wide panels)."""
+    width = panels[0][1].shape[-1]
+    font = _label_font(width)
+    labels = [_wrap(label, font, width - 4) for label, _ in panels]
+    height = (font.size + 4) * max(map(len, labels))
     columns = []
-    for label, frames in panels:
-        n, t, _, h, w = frames.shape
-        strip = _label_strip(label, w).to(frames.device).expand(n, t, 3, LABEL_STRIP, w)
+    for lines, (_, frames) in zip(labels, panels):
+        n, t = frames.shape[:2]
+        strip = _label_strip(lines, font, width, height).to(frames.device).expand(n, t, 3, height, width)
         columns.append(torch.cat([strip, frames.float().clamp(0, 1)], 3))
     return torch.cat(columns, 4)
 
@@ -126,8 +159,9 @@ def compare(decoders: Sequence[tuple[str, DecodeFn]], latents: torch.Tensor,
 
     latents: passed to each callable as given (each decoder's own input space).
     reference_frames: NTCHW/TCHW in [0, 1], or None to measure against the first decoder.
-    Returns frames (N, T, 3, H + 14, W * panels) in [0, 1] on the CPU (reference panel first
-    when given) and one JSON-able dict per decoder: label, frames, ms_per_frame,
+    Returns frames (N, T, 3, S + H, W * panels) in [0, 1] on the CPU, S the label strip of
+    side_by_side (14 px for one line of 10 px text; reference panel first when given), and
+    one JSON-able dict per decoder: label, frames, ms_per_frame,
     peak_memory_mb, psnr (None when identical), ssim, flicker, note.
     """
     if not decoders:

@@ -17,7 +17,7 @@ import torch.nn as nn
 from . import taesd
 from .checkpoint import DTYPES, MISSING_ADVICE, identify, model_from_state_dict, read_state_dict
 from .engine import allow_tf32
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .fast_latent_decoders import fast_decoder_from_state_dict, identify_fast_decoder
 from .taehv import identify_taehv, taehv_from_state_dict
 
@@ -37,6 +37,24 @@ class TinyAutoencoder(nn.Module):
 _TAEHV_SPACES = {16: ("Wan21", "vae"), 48: ("Wan22", "vae"), 32: ("HunyuanVideo15", "model"), 128: ("LTXV", "model")}
 # image TAESD variants -> latent format (all eat the diffusion model's space; taef2 unchecked: identity)
 _TAESD_FORMATS = {"taesd": "SD15", "taesdxl": "SDXL", "taesd3": "SD3", "taef1": "Flux"}
+
+
+# ComfyUI 0.3.75's latent formats of the files above: the diffusion model's latents are
+# (LATENT - shift) * scale (comfy/latent_formats.py, process_in). Checked against the host in tests.
+MODEL_SPACE = {"SD15": (0.18215, 0.0), "SDXL": (0.13025, 0.0), "SD3": (1.5305, 0.0609), "Flux": (0.3611, 0.1159),
+               "HunyuanVideo": (0.476986, 0.0), "HunyuanVideo15": (1.03682, 0.0), "LTXV": (1.0, 0.0)}
+
+
+def comfy_latent_to_input(module: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """A ComfyUI LATENT's values (the VAE's latents, as Save Latent stores them) -> what this
+    decoder eats, as the host's VAE Decode maps them for the same file."""
+    if module.input_space == "vae":
+        return latents
+    if module.latent_format not in MODEL_SPACE:
+        raise InputError(f"no ComfyUI latent mapping is known for {module.family} ({module.latent_format}); "
+                         "give the latents as .safetensors (key 'latents') in the decoder's own input space")
+    scale, shift = MODEL_SPACE[module.latent_format]
+    return (latents - shift) * scale
 
 
 def _taehv_space(channels: int, name: str, sd: dict[str, torch.Tensor]) -> tuple[str, str]:

@@ -1,23 +1,27 @@
 """Reading latents and frames from files, and writing frames, for the command line.
 
-Frames are NTCHW float in [0, 1]; latents NTCHW in model space (SD VAE latent x 0.18215).
+Frames are NTCHW float in [0, 1]; latents NTCHW in the decoder's input space (for TAESDV and
+image TAESD the diffusion model's latents, e.g. SD VAE latent x 0.18215; for TAEHV the raw
+latents the video model produces).
 """
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .errors import InputError
-from .model import SD_LATENT_SCALE
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
 
 
-def read_latents(path: str) -> torch.Tensor:
-    """NTCHW model-space latents from a `.safetensors` file (key `latents`, model space, NTCHW or
-    TCHW) or a ComfyUI `.latent` file written by Save Latent (unscaled, frames as the batch)."""
+def read_latents(path: str, comfy_to_input: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """NTCHW latents from a `.safetensors` file (key `latents`, NTCHW or TCHW, already in the
+    decoder's input space) or a ComfyUI `.latent` file written by Save Latent (the VAE's latents,
+    frames as the batch or [B, C, T, h, w]), mapped by `comfy_to_input`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -28,8 +32,8 @@ def read_latents(path: str) -> torch.Tensor:
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"LATENTS '{path}' is not a readable safetensors/.latent file ({e})") from None
     if "latent_tensor" in data:  # ComfyUI Save Latent; files without the version key predate unscaled storage
-        scale = SD_LATENT_SCALE if "latent_format_version_0" in data else 1.0
-        x = data["latent_tensor"].float() * scale
+        x = data["latent_tensor"].float()
+        x = comfy_to_input(x) if "latent_format_version_0" in data else x
         x = x.unsqueeze(0) if x.ndim == 4 else x.movedim(1, 2) if x.ndim == 5 else x
     elif "latents" in data:
         x = data["latents"].float()
@@ -161,11 +165,13 @@ def read_frames(path: str, max_frames: int | None = None) -> tuple[torch.Tensor,
     return frames, fps
 
 
-def crop_to_multiple_of_8(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
-    """Centre-crop (..., H, W) to multiples of 8, as ComfyUI's VAE Encode does."""
-    h, w = frames.shape[-2] // 8 * 8, frames.shape[-1] // 8 * 8
+def centre_crop(frames: torch.Tensor, multiple: int = 8, name: str = "frames") -> torch.Tensor:
+    """Centre-crop (..., H, W) to multiples of `multiple` (8 as ComfyUI's VAE Encode does; an
+    encoder's own spatial scale, 16 or 32 for patched TAEHV files)."""
+    h, w = frames.shape[-2] // multiple * multiple, frames.shape[-1] // multiple * multiple
     if h == 0 or w == 0:
-        raise InputError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}; TAESDV needs at least 8x8")
+        raise InputError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}; this encoder needs at least "
+                         f"{multiple}x{multiple}")
     top, left = (frames.shape[-2] - h) // 2, (frames.shape[-1] - w) // 2
     return frames[..., top:top + h, left:left + w]
 

@@ -47,3 +47,12 @@ def image_taesd_decoder():
         for j in (0, 2, 4):
             sd[f"{i}.conv.{j}.weight"], sd[f"{i}.conv.{j}.bias"] = torch.zeros(64, 64, 3, 3), torch.zeros(64)
     return sd
+
+
+def random_image_taesd(part="decoder", latent_channels=4, seed=0):
+    """An image-TAESD decoder or encoder state dict in the official file layout (no prefix),
+    with PyTorch's default random initialisation."""
+    from taesdv_core.taesd import TAESDDecoder, TAESDEncoder
+
+    torch.manual_seed(seed)
+    return (TAESDDecoder if part == "decoder" else TAESDEncoder)(latent_channels).state_dict()

@@ -19,6 +19,7 @@ import graphs
 from reference_taehv import random_state_dict
 from browser import ARTIFACTS, available, comfy_page, frontends, new_errors, queue, shot, wait_done
 from comfy_host import ComfyHost
+from helpers import random_image_taesd
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs Debian's chromium and playwright (.ci/run installs both)")
 
@@ -365,6 +366,39 @@ def test_node_lookup_handles_subgraph_paths_and_long_ids(ui):
                     nodesForExecutionId(root, '7').length];
         }""")
         assert found == [["5", "123456789012345678"], ["5"], 0]
+
+
+def test_compare_decoders_output_shows_labelled_clips_and_the_table(ui):
+    # The node's two outputs as a user sees them after a run: the side-by-side clip in Preview
+    # Image (each panel labelled with its file and family) and the markdown table in Preview Any.
+    torch.save(random_image_taesd("decoder", seed=2), os.path.join(ui.base, "models", "vae_approx", "taesd_decoder.pth"))
+    graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=4, height=16, width=16),
+             "3": graphs.loader(name="taesd_decoder.pth"),
+             "4": {"class_type": "TAESDVCompareDecoders", "inputs": {"samples": ["2", 0], "decoder_a": ["1", 0],
+                                                                     "decoder_b": ["3", 0]}},
+             "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+             "6": {"class_type": "PreviewAny", "inputs": {"source": ["4", 1]}}}
+    with comfy_page(ui.url) as (page, errors):
+        page.wait_for_timeout(1000)
+        baseline = len(errors)
+        queue(page, graph)
+        assert wait_done(page) == "execution_success"
+        shown = page.evaluate("""async () => {
+            const image = app.graph.nodes.find(n => n.type === 'PreviewImage');
+            const table = app.graph.nodes.find(n => n.type === 'PreviewAny');
+            image.pos = [0, 0]; image.size = [600, 360];
+            table.pos = [0, 400]; table.size = [760, 200];
+            app.canvas.ds.scale = 1; app.canvas.ds.offset = [120, 140];  // clear of the menus
+            app.graph.setDirtyCanvas(true, true);
+            await new Promise((r) => setTimeout(r, 1000));
+            return {images: (image.imgs || []).length,
+                    text: table.widgets.map((w) => String(w.value ?? '')).join(' ')};
+        }""")
+        assert shown["images"] >= 1
+        assert shown["text"].startswith("| decoder |")
+        assert "| taesdv.pth (TAESDV) | 4 |" in shown["text"] and "| taesd_decoder.pth (TAESD" in shown["text"]
+        shot(page, name(ui, "compare-decoders-output"))
+        assert new_errors(errors, baseline) == []
 
 
 @pytest.mark.parametrize("example", sorted(os.listdir(EXAMPLES)))

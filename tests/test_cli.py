@@ -1,9 +1,8 @@
 """`python -m taesdv_core`: decode, encode and round-trip without ComfyUI; bad input exits non-zero."""
+import json
 import os
 import subprocess
 import sys
-
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +10,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+import reference_taehv
+from helpers import random_image_taesd
 from reference_taesdv import reference_decode, reference_encode
+from taesdv_core import decode
+from taesdv_core.keyframes import expand_keyframes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -167,3 +170,126 @@ def test_compare_writes_a_table_and_side_by_side_frames(tmp_path, checkpoint_pat
     assert [r["label"] for r in rows] == ["a", "b"] and rows[1]["psnr"] is None  # identical decoders: infinite PSNR
     assert (out / "table.md").read_text().startswith("| decoder |")
     assert sorted(p.name for p in out.glob("side_by_side_*.png"))[:1] == ["side_by_side_0000.png"]
+
+
+# -- every family through the one loader ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def taehv_files(tmp_path_factory):
+    """Random-weight TAEHV files of two layouts: Wan 2.1 (16 ch, 8x space) and Wan 2.2 5B (48 ch, patch 2: 16x)."""
+    folder = tmp_path_factory.mktemp("taehv")
+    files = {}
+    for variant in ("wan2_1", "wan2_2"):
+        sd = reference_taehv.random_state_dict(variant, seed=1)
+        save_file(sd, folder / f"{variant}.safetensors")
+        files[variant] = (folder / f"{variant}.safetensors", sd)
+    return files
+
+
+@pytest.mark.parametrize("variant,channels,scale", [("wan2_1", 16, 8), ("wan2_2", 48, 16)])
+def test_a_taehv_file_decodes_raw_latents_into_4t_minus_3_frames_at_its_scale(tmp_path, taehv_files, variant, channels, scale):
+    path, sd = taehv_files[variant]
+    latents = torch.randn(1, 3, channels, 3, 4, generator=torch.Generator().manual_seed(2))  # as the video model makes them
+    save_file({"latents": latents}, tmp_path / "latents.safetensors")
+    r = cli("decode", tmp_path / "latents.safetensors", "-w", path, "-o", tmp_path / "frames.safetensors")
+    assert r.returncode == 0, r.stderr
+    frames = load_file(tmp_path / "frames.safetensors")["frames"]
+    assert frames.shape == (1, 4 * 3 - 3, 3, 3 * scale, 4 * scale)
+    expected = reference_taehv.reference_decode(sd, latents).clamp(0, 1)  # no scale, no shift
+    assert (frames - expected).abs().max() < 1e-4
+    assert f"decoded 1x9 frames of {4 * scale}x{3 * scale}" in r.stdout
+
+
+def test_a_taehv_file_encodes_and_round_trips_a_clip_of_1_plus_4k_frames(tmp_path, taehv_files):
+    path, sd = taehv_files["wan2_1"]
+    frames = np.random.default_rng(1).integers(0, 256, (9, 24, 40, 3), dtype=np.uint8)
+    os.makedirs(tmp_path / "in")
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "in" / f"{i:03d}.png")
+    r = cli("encode", tmp_path / "in", "-w", path, "-o", tmp_path / "lat.safetensors")
+    assert r.returncode == 0, r.stderr
+    latents = load_file(tmp_path / "lat.safetensors")["latents"]
+    expected = reference_taehv.reference_encode(sd, torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)[None])
+    assert latents.shape == (1, 3, 16, 3, 5)  # 9 frames padded to 12, pooled 4x; 8x space
+    assert (latents - expected).abs().max() < 1e-4
+    r = cli("roundtrip", tmp_path / "in", "-w", path, "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert len(os.listdir(tmp_path / "out")) == 9
+
+
+def test_an_image_taesd_file_decodes_n_latent_frames_into_n_independent_images(tmp_path):
+    from taesdv_core.taesd import TAESDDecoder
+
+    sd = random_image_taesd("decoder", seed=3)
+    torch.save(sd, tmp_path / "taesd_decoder.pth")
+    latents = torch.randn(1, 5, 4, 4, 6, generator=torch.Generator().manual_seed(4))
+    save_file({"latents": latents}, tmp_path / "latents.safetensors")
+    r = cli("decode", tmp_path / "latents.safetensors", "-w", tmp_path / "taesd_decoder.pth", "-o", tmp_path / "f.safetensors")
+    assert r.returncode == 0, r.stderr
+    frames = load_file(tmp_path / "f.safetensors")["frames"]
+    decoder = TAESDDecoder(4)
+    decoder.load_state_dict(sd)
+    each_alone = torch.cat([decode(decoder.eval(), latents[:, i:i + 1]) for i in range(5)], 1)  # no memory between frames
+    assert frames.shape == (1, 5, 3, 32, 48)
+    assert (frames - each_alone).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("file,scale", [("taesdxl_decoder.pth", 0.13025), ("taew2_1.safetensors", 1.0)])
+def test_a_save_latent_file_is_mapped_as_comfyuis_vae_decode_maps_it_for_that_file(tmp_path, taehv_files, file, scale):
+    if file.startswith("taesdxl"):
+        torch.save(random_image_taesd("decoder", seed=5), tmp_path / file)
+        vae_latents = torch.randn(3, 4, 4, 4)  # an SDXL LATENT: frames as the batch
+        model_space = vae_latents[None] * scale
+    else:
+        save_file(taehv_files["wan2_1"][1], tmp_path / file)
+        vae_latents = torch.randn(1, 16, 2, 3, 4)  # a Wan LATENT [B, C, T, h, w]: TAEHV takes it as is
+        model_space = vae_latents.movedim(1, 2).contiguous()
+    save_file({"latent_tensor": vae_latents, "latent_format_version_0": torch.tensor([])}, tmp_path / "x.latent")
+    save_file({"latents": model_space}, tmp_path / "x.safetensors")
+    for source in ("x.latent", "x.safetensors"):
+        r = cli("decode", tmp_path / source, "-w", tmp_path / file, "-o", tmp_path / f"{source}.safetensors")
+        assert r.returncode == 0, r.stderr
+    assert torch.equal(load_file(tmp_path / "x.latent.safetensors")["frames"],
+                       load_file(tmp_path / "x.safetensors.safetensors")["frames"])
+
+
+def test_encoding_with_a_file_without_an_encoder_is_refused_naming_what_to_load(tmp_path):
+    torch.save(random_image_taesd("decoder"), tmp_path / "taesd_decoder.pth")
+    Image.new("RGB", (16, 16)).save(tmp_path / "one.png")
+    for command in ("encode", "roundtrip"):
+        r = cli(command, tmp_path / "one.png", "-w", tmp_path / "taesd_decoder.pth", "-o", tmp_path / "o.safetensors")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "taesd_decoder.pth' (TAESD (SD1.x/SD2.x) image decoder" in r.stderr
+        assert "has no encoder" in r.stderr and "the matching _encoder/_decoder file" in r.stderr
+
+
+@pytest.mark.parametrize("channels,hint", [(4, "4-channel latents come from SD1.x"), (48, "load taew2_2")])
+def test_latents_of_another_width_are_refused_naming_the_file_that_fits(tmp_path, taehv_files, channels, hint):
+    save_file({"latents": torch.zeros(1, 2, channels, 4, 4)}, tmp_path / "l.safetensors")
+    r = cli("decode", tmp_path / "l.safetensors", "-w", taehv_files["wan2_1"][0], "-o", tmp_path / "o.gif")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"latents have {channels} channels" in r.stderr and "expects 16" in r.stderr and hint in r.stderr
+
+
+# -- CV-VAE keyframes ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["repeat", "blend"])
+def test_keyframes_fill_cv_vae_latents_as_the_keyframe_core_does(tmp_path, checkpoint_path, state_dict, latents_file, mode):
+    path, latents = latents_file  # 6 latent frames: 6 keyframes, 1 + 4 * 5 frames
+    r = cli("decode", path, "-w", checkpoint_path, "-o", tmp_path / "f.safetensors", "--keyframes", mode)
+    assert r.returncode == 0, r.stderr
+    expected = expand_keyframes(reference_decode(state_dict, latents).clamp(0, 1), mode)
+    frames = load_file(tmp_path / "f.safetensors")["frames"]
+    assert frames.shape[1] == 21 and (frames - expected).abs().max() < 1e-5
+    assert "decoded 1x21 frames" in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--keyframes", "blend", "--mode", "stream"], "use --mode chunked or parallel"),
+    (["--keyframes", "repeat", "-w", "{taehv}"], "already decodes 4 frames per latent frame"),
+])
+def test_keyframes_are_refused_where_they_cannot_apply(tmp_path, checkpoint_path, latents_file, taehv_files, args, message):
+    args = [a.format(taehv=taehv_files["wan2_1"][0]) for a in args]
+    weights = [] if "-w" in args else ["-w", checkpoint_path]
+    r = cli("decode", latents_file[0], "-o", tmp_path / "o.gif", *weights, *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, r.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taesdv_core.compare import LABEL_STRIP, add_cli, compare, format_table
+from taesdv_core.compare import LABEL_STRIP, add_cli, compare, format_table, side_by_side
 
 
 def upsample(latents):  # a "decoder": 4 latent channels -> RGB at 8x
@@ -43,7 +43,7 @@ def test_other_sizes_are_resized_and_lengths_truncated_with_a_note():
         return F.interpolate(upsample(x)[0, :4], scale_factor=0.5).unsqueeze(0)
 
     frames, rows = compare([("a", upsample), ("b", small_and_short)], latents, reference, "cpu")
-    assert frames.shape == (1, 4, 3, 24 + LABEL_STRIP, 32 * 3)  # reference panel first
+    assert frames.shape[:3] == (1, 4, 3) and frames.shape[-1] == 32 * 3  # reference panel first
     assert "resized 16x12 -> 32x24" in rows[1]["note"] and "truncated 6 -> 4" in rows[0]["note"]
     assert rows[0]["psnr"] is None and rows[1]["psnr"] > 10
 
@@ -84,3 +84,14 @@ def test_cli_writes_table_json_and_pngs(tmp_path, checkpoint_path):
     assert [r["label"] for r in rows] == ["taesdv", "taesdv"] and rows[1]["psnr"] is None
     assert (out / "table.md").read_text().startswith("| decoder |")
     assert len(list(out.glob("side_by_side_*.png"))) == 3
+
+
+def test_long_labels_wrap_to_their_panel_and_every_strip_has_the_same_height():
+    frames = torch.rand(1, 2, 3, 24, 128)
+    long = "taesd_decoder.pth (TAESD (SD1.x/SD2.x))"  # wider than 128 px in one line of 10 px text
+    out = side_by_side([("taesdv.pth (TAESDV)", frames), (long, frames)])
+    strip = out.shape[3] - 24
+    assert strip == 2 * LABEL_STRIP  # the long label takes two lines; both panels keep the taller strip
+    right_edge = out[0, 0, :, :strip, 128 - 3:128]
+    assert right_edge.max() < 0.5  # nothing is cut at the panel's edge
+    assert torch.equal(out[0, :, :, strip:, 128:], frames[0])

@@ -14,6 +14,9 @@ from workflow_api import to_api
 
 EXAMPLES = os.path.join(ROOT, "example_workflows")
 DEMO = "taesdv_demo_live_preview.json"
+# The files the examples name -> what `start.sh --demo-weights` writes in their place (each Note says so)
+DEMO_FILES = {"taesdv.pth": "taesdv-random-demo.pth", "taesd_decoder.pth": "taesd-random-demo.pth",
+              "v1-5-pruned-emaonly.safetensors": "taesdv-demo-sd15-random.safetensors"}
 
 
 def example(name):
@@ -37,12 +40,13 @@ def demo_host(tmp_path_factory):
     host.stop()
 
 
-def run_example(host, name, **model_names):
+def run_example(host, name, demo_files=False):
+    """Runs an example as shipped, or with the demo files picked in place of the real ones."""
     object_info = host.get_json("/object_info")
     prompt = to_api(example(name), object_info)
-    for node in prompt.values():
-        if node["class_type"] == "TAESDVLoader" and "taesdv" in model_names:
-            node["inputs"]["model_name"] = model_names["taesdv"]
+    if demo_files:
+        for node in prompt.values():
+            node["inputs"] = {k: DEMO_FILES.get(v, v) if isinstance(v, str) else v for k, v in node["inputs"].items()}
     return prompt, host.run(prompt, timeout=600)
 
 
@@ -81,7 +85,7 @@ def test_demo_example_samples_with_the_demo_checkpoint_and_plays_the_clip_on_the
 def test_roundtrip_example_keeps_the_input_frame_rate(demo_host):
     import av
 
-    _, run = run_example(demo_host, "taesdv_video_roundtrip.json", taesdv="taesdv-random-demo.pth")
+    _, run = run_example(demo_host, "taesdv_video_roundtrip.json", demo_files=True)
     assert run.succeeded, run.error_text()
     video = next(o for o in run.history["outputs"].values() if o.get("images"))["images"][0]
     path = os.path.join(demo_host.base, "output", video["subfolder"], video["filename"])
@@ -92,15 +96,28 @@ def test_roundtrip_example_keeps_the_input_frame_rate(demo_host):
 
 def test_streaming_example_decodes_the_demo_latent_and_continues_on_the_next_run(demo_host):
     for _ in range(2):  # the node re-runs every queue run and continues the stream
-        _, run = run_example(demo_host, "taesdv_streaming_decode.json", taesdv="taesdv-random-demo.pth")
+        _, run = run_example(demo_host, "taesdv_streaming_decode.json", demo_files=True)
         assert run.succeeded, run.error_text()
         images = next(o for o in run.history["outputs"].values() if o.get("images"))["images"]
         assert len(images) == 4
 
 
 def test_svd_example_is_valid_and_needs_only_the_svd_checkpoint_and_real_weights(demo_host):
-    prompt, run = run_example(demo_host, "taesdv_svd_live_preview_and_decode.json", taesdv="taesdv-random-demo.pth")
+    prompt, run = run_example(demo_host, "taesdv_svd_live_preview_and_decode.json", demo_files=True)
     assert run.status == 400
     failing = {prompt[i]["class_type"] for i in run.response["node_errors"]}
     assert failing == {"ImageOnlyCheckpointLoader"}, run.error_text()
     assert "svd_xt.safetensors" in run.error_text()
+
+
+def test_compare_example_lays_both_tiny_decoders_beside_the_full_vae_and_tables_them(demo_host):
+    from PIL import Image
+
+    _, run = run_example(demo_host, "taesdv_compare_decoders.json", demo_files=True)
+    assert run.succeeded, run.error_text()
+    saved = next(o for o in run.history["outputs"].values() if o.get("images"))["images"][0]
+    with Image.open(os.path.join(demo_host.base, "output", saved["subfolder"], saved["filename"])) as clip:
+        assert clip.n_frames == 4 and clip.size[0] == 3 * 256  # the demo latent's 4 frames: reference | TAESDV | TAESD
+    table = "".join(next(o["text"] for o in run.history["outputs"].values() if o.get("text")))
+    assert table.startswith("| decoder |")
+    assert "| taesdv-random-demo.pth (TAESDV) | 4 |" in table and "| taesd-random-demo.pth (TAESD" in table

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import graphs
+from helpers import random_image_taesd
 from taesdv_core import decode, model_from_state_dict
 from taesdv_core.preview import PreviewBudget, Previewer, PreviewSettings, preview_latents, sprite_sheet
 
@@ -210,6 +211,28 @@ def test_latents_taesdv_cannot_serve_keep_comfyuis_own_preview(comfy):
     assert run.succeeded, run.error_text()
     assert clip_events(run) == []
     assert len(run.of_type("progress")) >= 3
+
+
+@pytest.mark.parametrize("via", ["node", "global switch"])
+def test_sdxl_video_batches_play_whole_clips_through_an_image_taesd_decoder_tagged_sdxl(comfy, via):
+    # AnimateDiff-SDXL / Hotshot-XL: N frames as the batch of SDXL latents; no memory decoder exists
+    # for them, so taesdxl decodes each frame of the step's x0 and the node plays all N together.
+    torch.save(random_image_taesd("decoder", seed=7), os.path.join(comfy.base, "models", "vae_approx", "taesdxl_decoder.pth"))
+    graph = graphs.sampling_graph(frames=6, size=64, steps=3, preview={"budget_percent": 100} if via == "node" else None)
+    graph["10"]["inputs"]["latent_format"] = "SDXL"
+    if via == "node":
+        graph["2"] = graphs.loader(name="taesdxl_decoder.pth")
+        graph["20"]["inputs"]["taesdv"] = ["2", 0]
+    else:
+        assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0})[0] == 200
+    try:
+        run = comfy.run(graph)
+    finally:
+        assert comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05})[0] == 200
+    assert run.succeeded, run.error_text()
+    clips = clip_events(run)
+    assert [c["step"] for c in clips] == [1, 2, 3]
+    assert all((c["frame_count"], c["frame_width"], c["frame_height"]) == (6, 64, 64) for c in clips)
 
 
 def test_global_switch_previews_samplers_without_the_node_and_can_be_turned_off(comfy):

@@ -266,6 +266,17 @@ def test_input_mapping_table():
         taesd_input_mapping("taehv")
 
 
+def test_the_cli_maps_save_latent_files_with_the_hosts_own_latent_formats(host_taesd):
+    import comfy.latent_formats
+
+    from taesdv_core.loading import MODEL_SPACE
+
+    for name, (scale, shift) in MODEL_SPACE.items():
+        fmt = getattr(comfy.latent_formats, name)()
+        x = torch.randn(1, fmt.latent_channels, 2, 3) if fmt.latent_dimensions == 2 else torch.randn(1, fmt.latent_channels, 2, 2, 3)
+        assert torch.allclose((x - shift) * scale, fmt.process_in(x), atol=1e-6), name
+
+
 def test_decoder_declares_what_the_engine_needs():
     _, dec, _ = taesd_from_state_dict(random_file("taef1", "decoder"), "taef1")
     assert (dec.latent_channels, dec.spatial_scale, dec.time_scale, dec.frames_to_trim) == (16, 8, 1, 0)

@@ -80,6 +80,14 @@ class SamplerPreview:
 
     def __call__(self, step: int, x0, total_steps: int):
         """Preview one step; returns ComfyUI's standard preview tuple (or None when skipped)."""
+        try:
+            return self._preview(step, x0, total_steps)
+        finally:
+            if step + 1 == total_steps and self.skipped_for_backlog:
+                log.warning("TAESDV previews of this run: %d sent, %d skipped while the outgoing queue was backed up",
+                            self.sequence, self.skipped_for_backlog)
+
+    def _preview(self, step: int, x0, total_steps: int):
         backlog = outgoing_backlog(_server())
         if backlog > MAX_BACKLOG:
             if not self.skipped_for_backlog:

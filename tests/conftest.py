@@ -58,3 +58,9 @@ def pytest_configure(config):
 def comfy_serving_clips(tmp_path_factory, state_dict):
     """A second server, started with the newest preview clips served over HTTP (TAESDV_PREVIEW_HTTP=1)."""
     yield from start_comfy(tmp_path_factory, state_dict, "comfy-http", env={"TAESDV_PREVIEW_HTTP": "1"})
+
+
+@pytest.fixture(scope="module")
+def comfy_alone(tmp_path_factory, state_dict):
+    """A server of its own, for tests that stall the host's websocket send loop on purpose."""
+    yield from start_comfy(tmp_path_factory, state_dict, "comfy-alone")

@@ -1,6 +1,6 @@
-"""What survives what, on the real server (README, "Safety and limits"): streams across loader
-re-runs, model unloads and replaced files; interrupted pieces; memory checks of encode; the
-decode output without a second copy."""
+"""What survives what (README, "Safety and limits"), on the real server: streams across loader
+re-runs, model unloads and replaced files; interrupted pieces; memory checks of encode. And, in a
+fresh process through the node's execute: the decode output held once, without a second copy."""
 import os
 import re
 import threading
@@ -166,3 +166,32 @@ def test_a_huge_frame_through_encode_is_refused_with_memory_figures_and_the_serv
     assert not run.succeeded
     assert re.search(r"encoding one 6144x6144 frame needs [\d.]+ GiB of working memory", run.error_text()), run.error_text()
     assert_still_serving(comfy)
+
+
+# -- 7. the decoded frames are held once: the IMAGE is the decode's own output, not a copy ------
+
+def test_decode_batch_holds_its_output_once_not_a_second_copy_for_the_image(checkpoint_path):
+    # The node's execute in a fresh process (tests/decode_peak_memory.py: the host's modules on the
+    # CPU, no server; the decoder's layers cheap so that 600 MB of frames decode in seconds). A copy
+    # of the output anywhere from the engine to the IMAGE (as the old NTCHW -> NHWC layout made)
+    # would raise the peak by another output_bytes: 1210 MiB over the baseline for 600 MiB of frames,
+    # measured with a .clone() in frames_to_image (and the same with the old NTCHW layout made
+    # contiguous there), against 687 MiB without.
+    import json
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "decode_peak_memory.py")
+    r = subprocess.run([sys.executable, script, checkpoint_path, "200", "64", "64"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    output = m["output_bytes"]
+    assert m["image_shape"] == [200, 512, 512, 3] and output == 200 * 512 * 512 * 3 * 4  # 629 MB of float32
+    assert m["finite_in_range"]
+    growth = m["peak_rss"] - m["baseline_rss"]
+    allowance = 128 * 2**20  # a chunk's frames and the latent mappings (about 90 MB measured)
+    print(f"decode peak: output {output / 2**20:.0f} MiB, peak over baseline {growth / 2**20:.0f} MiB "
+          f"(bound {(1.5 * output + allowance) / 2**20:.0f} MiB; a second copy makes it ~{2 * output / 2**20:.0f})")
+    assert growth >= output  # the frames were really written: a measurement that sees nothing proves nothing
+    assert growth <= 1.5 * output + allowance

@@ -314,10 +314,107 @@ class TestDeviceReport(io.ComfyNode):
         return io.NodeOutput(ui={"device": [report]})
 
 
+def _pack_module(suffix):
+    """A module of the TAESDV pack as ComfyUI loaded it (its sys.modules name is the pack's path)."""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if name.endswith(suffix) and "taesdv_test_nodes" not in name and hasattr(module, "SamplerPreview"):
+            return module
+    raise RuntimeError(f"no loaded module ends with {suffix}")
+
+
+class TestOutgoingQueue(io.ComfyNode):
+    """What waits in ComfyUI's outgoing websocket queue (PromptServer.messages) now: messages and
+    bytes per event (JSON events as serialized; preview images as raw pixels, as they wait there).
+    `max_backlog` >= 0 first sets the pack's preview backlog limit (live_preview.MAX_BACKLOG);
+    the limit in force is reported."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_OutgoingQueue", category="testing", is_output_node=True,
+                         inputs=[io.Int.Input("max_backlog", default=-1, min=-1, max=2**31 - 1)], outputs=[])
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return float("nan")
+
+    @classmethod
+    def execute(cls, max_backlog):
+        import json
+
+        from server import PromptServer
+
+        live_preview = _pack_module("live_preview")
+        if max_backlog >= 0:
+            live_preview.MAX_BACKLOG = max_backlog
+        for _ in range(100):  # the event loop's thread may append while we copy
+            try:
+                waiting = list(PromptServer.instance.messages._queue)
+                break
+            except RuntimeError:
+                continue
+        per_event = {}
+        for event, data, _sid in waiting:
+            if isinstance(data, tuple) and data:  # ("JPEG", PIL image, size), or that and its metadata
+                image = data[0][1] if isinstance(data[0], tuple) else data[1]
+                size = image.width * image.height * len(image.getbands())
+            elif isinstance(data, (bytes, bytearray)):
+                size = len(data)
+            else:
+                size = len(json.dumps(data, default=str))
+            entry = per_event.setdefault(str(event), {"messages": 0, "bytes": 0})
+            entry["messages"] += 1
+            entry["bytes"] += size
+        report = {"messages": len(waiting), "bytes": sum(e["bytes"] for e in per_event.values()),
+                  "per_event": per_event, "max_backlog": live_preview.MAX_BACKLOG}
+        return io.NodeOutput(ui={"queue": [report]})
+
+
+class TestFillClientPipe(io.ComfyNode):
+    """Sends the running prompt's client 256 KiB messages, one at a time, until the server's send
+    loop stops taking them (the client does not read and the socket buffers are full) or `max_mb`
+    were sent. Reports the bytes sent and whether the loop stalled."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_FillClientPipe", category="testing", is_output_node=True,
+                         inputs=[io.Int.Input("max_mb", default=64, min=1, max=1024)], outputs=[])
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return float("nan")
+
+    @classmethod
+    def execute(cls, max_mb):
+        import threading
+        import time
+
+        from server import PromptServer
+
+        server = PromptServer.instance
+        chunk, sent, stalled = 256 * 1024, 0, False
+        while sent < max_mb * 2**20 and not stalled:
+            queued = threading.Event()
+
+            def put(message=("taesdvtest.filler", {"pad": "x" * chunk}, server.client_id)):
+                server.messages.put_nowait(message)  # what send_sync does, and then we know it is queued
+                queued.set()
+            server.loop.call_soon_threadsafe(put)
+            queued.wait(30)
+            sent += chunk
+            deadline = time.time() + 2.0
+            while server.messages.qsize() > 0 and time.time() < deadline:
+                time.sleep(0.01)
+            stalled = server.messages.qsize() > 0  # not taken within 2 s: the loop waits on the client
+        return io.NodeOutput(ui={"pipe": [{"bytes_sent": sent, "stalled": stalled}]})
+
+
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
         return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestTinyWanModel, TestConditioning, TestHookState,
-                TestInjectOutOfMemory, TestBreakPreview, TestAnyValue, TestServerStats, TestDeviceReport]
+                TestInjectOutOfMemory, TestBreakPreview, TestAnyValue, TestServerStats, TestDeviceReport,
+                TestOutgoingQueue, TestFillClientPipe]
 
 
 async def comfy_entrypoint():

@@ -95,7 +95,7 @@ class TestTinyWanModel(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="TAESDVTest_TinyWanModel", category="testing",
-                         inputs=[io.Int.Input("dim", default=32, min=16, max=512), io.Int.Input("seed", default=0),
+                         inputs=[io.Int.Input("dim", default=32, min=16, max=2048), io.Int.Input("seed", default=0),
                                  io.Combo.Input("latent_format", options=["Wan21", "Wan22"], default="Wan21")],
                          outputs=[io.Model.Output()])
 

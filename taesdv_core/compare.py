@@ -17,6 +17,7 @@ Where /proc is unavailable the row has None.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import time
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]
 LABEL_STRIP = 14  # pixels per line of the label strip above each panel, at the smallest text (10 px)
@@ -47,7 +48,15 @@ def _proc_status_kb(field: str) -> int | None:
 
 
 def _reset_cpu_peak() -> int | None:
-    """Reset VmHWM to the current RSS; return the RSS in bytes (None where unsupported)."""
+    """Reset VmHWM to the current RSS; return the RSS in bytes (None where unsupported).
+
+    glibc keeps freed memory resident, so a decode after another one would reuse it and show a
+    peak of 0: it is handed back first (malloc_trim), so each decoder's peak counts what it needs.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: peaks may then undercount reused memory
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -230,16 +239,36 @@ def load_decoder(path: str, device: torch.device, dtype: torch.dtype = torch.flo
     return decoder
 
 
-def decode_fn(decoder) -> DecodeFn:
-    """latents (the decoder's input space, NTCHW or TCHW) -> frames NTCHW in [0, 1], through the engine."""
+def decode_fn(decoder, to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> DecodeFn:
+    """latents (NTCHW or TCHW; `to_input` maps them to the decoder's input space, identity by
+    default) -> frames NTCHW in [0, 1], through the engine."""
     from .engine import decode
 
     def run(latents: torch.Tensor) -> torch.Tensor:
-        return decode(decoder, _ntchw(latents))
+        return decode(decoder, _ntchw(to_input(latents)))
     return run
 
 
+def _read_latents(path: str) -> tuple[torch.Tensor, bool]:
+    """(latents NTCHW, whether they are the VAE's latents of a Save Latent file) from .latent,
+    .safetensors (the decode command's reader), .pt or .npy."""
+    if path.endswith((".latent", ".safetensors")):
+        from safetensors.torch import safe_open
+
+        from .media import holds_vae_latents, read_latents
+
+        try:
+            with safe_open(path, "pt") as f:
+                vae_space = holds_vae_latents(dict.fromkeys(f.keys()))
+        except Exception:  # read_latents names what is wrong with the file
+            vae_space = False
+        return read_latents(path, lambda x: x), vae_space
+    return _ntchw(_load_tensor(path).float()), False
+
+
 def _load_tensor(path: str) -> torch.Tensor:
+    if not os.path.isfile(path):
+        raise InputError(f"'{path}' does not exist")
     if path.endswith(".npy"):
         return torch.from_numpy(np.load(path))
     if path.endswith(".safetensors"):
@@ -256,9 +285,12 @@ def _load_tensor(path: str) -> torch.Tensor:
 def add_cli(subparsers) -> None:
     """Add the `compare` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser("compare", help="decode the same latents with several decoders; table + side-by-side")
-    p.add_argument("latents", help=".pt/.safetensors/.npy latents, NTCHW or TCHW, in the decoders' input space")
+    p.add_argument("latents", help="a ComfyUI Save Latent .latent file (mapped for each decoder as ComfyUI's VAE "
+                                   "Decode maps it), or .safetensors (key 'latents') / .pt / .npy latents, NTCHW or "
+                                   "TCHW, in the decoders' input space")
     p.add_argument("--decoder", action="append", required=True, metavar="LABEL=PATH",
-                   help="a decoder checkpoint (TAESDV, image TAESD, TAE-192, DecoderTinyTemporal); repeat")
+                   help="a decoder file of any family (TAESDV, TAEHV, image TAESD, TAE-192, DecoderTinyTemporal), "
+                        "recognised by its tensors; repeat for 2 to 4 decoders")
     p.add_argument("--reference", help="reference frames NTCHW in [0, 1] (.pt/.npy); default: the first decoder")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the decoders run (default: CUDA if available, else CPU)")
@@ -268,13 +300,18 @@ def add_cli(subparsers) -> None:
 
 
 def run_cli(args) -> int:
+    from .loading import comfy_latent_to_input
+
     device = torch.device(args.device)
+    latents, vae_space = _read_latents(args.latents)
     decoders = []
     for spec in args.decoder:
         label, _, path = spec.rpartition("=")
         label = label or os.path.splitext(os.path.basename(path))[0]
-        decoders.append((label, decode_fn(load_decoder(path, device))))
-    latents = _load_tensor(args.latents).float()
+        decoder = load_decoder(path, device)
+        # a Save Latent file holds the VAE's latents: each decoder gets them as ComfyUI's VAE Decode maps them
+        to_input = (lambda x, d=decoder: comfy_latent_to_input(d, x)) if vae_space else (lambda x: x)
+        decoders.append((label, decode_fn(decoder, to_input)))
     reference = _load_tensor(args.reference).float() if args.reference else None
     frames, rows = compare(decoders, latents, reference, device)
     os.makedirs(args.out, exist_ok=True)

@@ -95,3 +95,32 @@ def test_long_labels_wrap_to_their_panel_and_every_strip_has_the_same_height():
     right_edge = out[0, 0, :, :strip, 128 - 3:128]
     assert right_edge.max() < 0.5  # nothing is cut at the panel's edge
     assert torch.equal(out[0, :, :, strip:, 128:], frames[0])
+
+
+def test_each_decoder_peak_counts_what_it_needs_even_after_another_freed_memory():
+    def hungry(latents):  # 64 MiB in 4 MiB pieces touched and freed on every call, as a decode's activations
+        pieces = [torch.ones(2 ** 20) + i for i in range(16)]
+        return upsample(latents) * pieces[0][0]
+
+    _, rows = compare([("first", hungry), ("second", hungry)], torch.randn(1, 2, 4, 2, 2), None, "cpu")
+    if rows[0]["peak_memory_mb"] is None:
+        pytest.skip("/proc/self/clear_refs is not available here")
+    assert rows[0]["peak_memory_mb"] >= 60 and rows[1]["peak_memory_mb"] >= 60  # not 0: freed memory was reused
+
+
+def test_cli_maps_a_save_latent_file_for_each_decoder_as_comfyuis_vae_decode_does(tmp_path, checkpoint_path):
+    from safetensors.torch import save_file
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    vae_latents = torch.randn(3, 4, 4, 4)  # Save Latent: the VAE's latents, frames as the batch
+    save_file({"latent_tensor": vae_latents, "latent_format_version_0": torch.tensor([])}, tmp_path / "x.latent")
+    save_file({"latents": (vae_latents * 0.18215).unsqueeze(0)}, tmp_path / "x.safetensors")  # TAESDV's input
+    pngs = {}
+    for name in ("x.latent", "x.safetensors"):
+        out = tmp_path / f"out-{name}"
+        args = parser.parse_args(["compare", str(tmp_path / name), "--decoder", f"a={checkpoint_path}",
+                                  "--decoder", f"b={checkpoint_path}", "--device", "cpu", "--out", str(out)])
+        assert args.run(args) == 0
+        pngs[name] = [p.read_bytes() for p in sorted(out.glob("side_by_side_*.png"))]
+    assert len(pngs["x.latent"]) == 3 and pngs["x.latent"] == pngs["x.safetensors"]

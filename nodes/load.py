@@ -9,6 +9,7 @@ from comfy_api.latest import io
 from ..taesdv_core import OFFICIAL_URL
 from ..taesdv_core.loading import load_autoencoder
 from ..taesdv_core.checkpoint import file_fingerprint
+from ..taesdv_core.families import where_to_get
 from ..taesdv_core.errors import CheckpointError, InputError
 from .managed_model import DTYPE_CHOICES, ManagedAutoencoder
 
@@ -54,8 +55,8 @@ class LoadTAESDV(io.ComfyNode):
         if model_name not in names:
             present = plausible_checkpoints(names)
             there = f"files there: {', '.join(present[:8])}" if present else "there are no checkpoints there"
-            return (f"'{model_name}' is not in models/vae_approx ({there}); put taesdv.pth there "
-                    f"({OFFICIAL_URL}) and press R to refresh")
+            return (f"'{model_name}' is not in models/vae_approx ({there}); put {model_name} there "
+                    f"({where_to_get(model_name)}) and press R to refresh")
         return True
 
     @classmethod

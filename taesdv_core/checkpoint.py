@@ -14,9 +14,9 @@ import torch
 
 from .engine import allow_tf32
 from .errors import CheckpointError
+from .families import OFFICIAL_URL
 from .model import TAESDV
 
-OFFICIAL_URL = "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth"
 OFFICIAL_BLOB_ID = "ffbcfae958d6364adddffca405f8dac44d03ace2"
 # Weight dtypes by name. "tf32" is float32 weights whose convolutions may use TF32 on CUDA
 # (faster on Ampere and later, about 1e-3 relative error); "fp32" computes in true fp32 there.

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .errors import CheckpointError, InputError
+from .families import where_to_get
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]
 LABEL_STRIP = 14  # pixels per line of the label strip above each panel, at the smallest text (10 px)
@@ -233,7 +234,9 @@ def load_decoder(path: str, device: torch.device, dtype: torch.dtype = torch.flo
     """The decoder of any tiny-autoencoder file this pack knows, recognised from its tensors."""
     from .loading import load_autoencoder
 
-    decoder = load_autoencoder(path, dtype, device).decoder
+    name = os.path.basename(path)
+    advice = f"give the path of a decoder file (the official {name} comes from {where_to_get(name)})"
+    decoder = load_autoencoder(path, dtype, device, missing_advice=advice).decoder
     if decoder is None:
         raise CheckpointError(f"'{os.path.basename(path)}' holds no decoder")
     return decoder

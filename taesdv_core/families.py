@@ -1,6 +1,7 @@
 """Which models make latents of which width, and which tiny decoder file serves them.
 
-Used to tell a user who fed the wrong latents which file fits (see engine.as_ntchw).
+Used to tell a user who fed the wrong latents which file fits (see engine.as_ntchw), and one
+who names a missing file where that file comes from (`where_to_get`).
 """
 from __future__ import annotations
 
@@ -23,3 +24,23 @@ def which_file_fits(channels: int) -> str:
         return f"No tiny decoder known to this pack takes {channels}-channel latents."
     models, files = LATENT_SOURCES[channels]
     return f"{channels}-channel latents come from {models}: load {files} from models/vae_approx."
+
+
+OFFICIAL_URL = "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth"
+
+# file name prefix -> where the official files of that family are published
+SOURCES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("taesdv",), OFFICIAL_URL),
+    (("taesd_", "taesdxl_", "taesd3_", "taef1_", "taef2_", "taesana_"), "https://github.com/madebyollin/taesd"),
+    (("lighttae",), "https://huggingface.co/lightx2v/Autoencoders"),
+    (("taehv", "taew", "taecvx", "taeos", "taeltx", "taeh3"), "https://github.com/madebyollin/taehv"),
+)
+
+
+def where_to_get(file_name: str) -> str:
+    """Where a tiny-autoencoder file of this name is published (taesdv.pth's URL for unknown names)."""
+    lowered = file_name.lower()
+    for prefixes, source in SOURCES:
+        if lowered.startswith(prefixes):
+            return source
+    return OFFICIAL_URL

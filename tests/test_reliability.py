@@ -128,12 +128,18 @@ def test_unknown_dtype_is_refused_by_the_loader_with_the_choices(comfy):
     assert_still_serving(comfy)
 
 
-def test_a_missing_file_is_reported_once_and_names_the_files_that_are_there(comfy):
-    status, body = comfy.post_json("/prompt", {"prompt": decode_with("nope.pth")})
+@pytest.mark.parametrize("missing,source", [
+    ("nope.pth", "madebyollin/taesdv/raw/main/taesdv.pth"),
+    ("taesd_decoder.pth", "github.com/madebyollin/taesd)"),
+    ("taew2_1.safetensors", "github.com/madebyollin/taehv)"),
+])
+def test_a_missing_file_is_reported_once_naming_the_files_there_and_where_it_comes_from(comfy, missing, source):
+    status, body = comfy.post_json("/prompt", {"prompt": decode_with(missing)})
     assert status == 400
     errors = [e for node in body["node_errors"].values() for e in node["errors"]]
     assert len(errors) == 1, errors
-    assert re.search(r"'nope.pth' is not in models/vae_approx \(files there: taesdv.pth", errors[0]["details"])
+    assert re.search(rf"'{re.escape(missing)}' is not in models/vae_approx \(files there: taesdv.pth", errors[0]["details"])
+    assert f"put {missing} there" in errors[0]["details"] and source in errors[0]["details"], errors[0]["details"]
 
 
 # -- latents -------------------------------------------------------------------------------------

@@ -14,9 +14,15 @@ while [ $# -gt 0 ]; do
     --comfyui) COMFYUI_PATH="$2"; shift 2 ;;
     --port) PORT="$2"; shift 2 ;;
     --demo-weights) DEMO=1; shift ;;
-    *) echo "start: unknown argument '$1' (expected --comfyui PATH, --port N or --demo-weights)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "start: unknown argument '$1' (expected --comfyui PATH, --port N or --demo-weights; --help)" >&2; exit 2 ;;
   esac
 done
+# Before minutes of set-up: a port already taken would only fail when ComfyUI binds it
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "start: port $PORT is already in use (another ComfyUI?); stop it, or choose a free port: --port 8190" >&2
+  exit 2
+fi
 if [ -n "$COMFYUI_PATH" ]; then
   bash scripts/setup-host.sh --comfyui "$COMFYUI_PATH"
   base="$COMFYUI_PATH"; python="${PYTHON:-python3}"
@@ -26,7 +32,11 @@ else
 fi
 models="$base/models/vae_approx"; mkdir -p "$models" "$base/user/default/workflows"
 cp example_workflows/*.json "$base/user/default/workflows/"
-if ! "$python" scripts/fetch_weights.py "$models" && [ "$DEMO" = 0 ]; then
+if [ "$DEMO" = 1 ]; then
+  # the real taesdv.pth when a download works; the demo weights either way
+  "$python" scripts/fetch_weights.py "$models" 2>/dev/null \
+    || echo "start: taesdv.pth could not be downloaded (offline?); the examples run on the demo weights"
+elif ! "$python" scripts/fetch_weights.py "$models"; then
   echo "start: starting without taesdv.pth; the examples need it (or run again with --demo-weights)" >&2
 fi
 if [ "$DEMO" = 1 ]; then

@@ -26,3 +26,20 @@ def test_fetch_weights_offline_says_where_to_get_the_file_and_that_demo_weights_
     assert "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth" in r.stderr
     assert "bash scripts/start.sh --demo-weights" in r.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_start_sh_refuses_a_busy_port_at_once_and_names_the_option_to_choose_another():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(["bash", "scripts/start.sh", "--port", str(port)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=30)  # before any set-up: seconds, not minutes
+    assert r.returncode == 2
+    assert f"port {port} is already in use" in r.stderr and "--port" in r.stderr
+
+
+def test_start_sh_help_lists_its_options():
+    r = subprocess.run(["bash", "scripts/start.sh", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0
+    assert all(option in r.stdout for option in ("--comfyui PATH", "--demo-weights", "--port"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -23,6 +24,7 @@ from . import compare
 from .checkpoint import DTYPES, OFFICIAL_URL
 from .engine import DecodeStream, check_finite, decode, encode
 from .errors import CheckpointError, InputError
+from .families import where_to_get
 from .keyframes import expand_keyframes, expanded_length
 from .loading import comfy_latent_to_input, load_autoencoder
 from .media import FrameWriter, centre_crop, read_frames, read_latents
@@ -62,20 +64,25 @@ def _decode_to(writer: FrameWriter, decoder, latents: torch.Tensor, mode: str, c
     writer.close()
 
 
-WEIGHTS_MISSING = (f"-w/--weights: file not found; download {OFFICIAL_URL} (5.6 MB), or run "
-                   "`python scripts/fetch_weights.py DIR` in the ComfyUI-TAESDV repository, and pass its path")
+def weights_missing(path: str) -> str:
+    """What to do when -w names no file: where that family's files come from."""
+    name = os.path.basename(path)
+    if where_to_get(name) == OFFICIAL_URL:
+        return (f"-w/--weights: file not found; download {OFFICIAL_URL} (5.6 MB), or run "
+                "`python scripts/fetch_weights.py DIR` in the ComfyUI-TAESDV repository, and pass its path")
+    return f"-w/--weights: file not found; the official {name} comes from {where_to_get(name)}: pass its path"
 
 
 def _load(args, *parts: str):
     """The file's model, refused unless it holds every one of `parts` ("encoder", "decoder")."""
     device = _device(args.device)
-    model = load_autoencoder(args.weights, _dtype(args.dtype, device), device, missing_advice=WEIGHTS_MISSING)
+    model = load_autoencoder(args.weights, _dtype(args.dtype, device), device, missing_advice=weights_missing(args.weights))
     missing = [part for part in parts if getattr(model, part) is None]
     if missing:
         what = getattr(model, "description", type(model).__name__)
         full = getattr(model, "full_file", "a file that holds both halves")
         raise CheckpointError(f"-w '{args.weights}' ({what}) has no {' and no '.join(missing)}; "
-                              f"{args.command} needs {' and '.join(parts)}: use {full}")
+                              f"`{args.command}` needs the {' and the '.join(parts)}: use {full}")
     return model
 
 

@@ -154,6 +154,8 @@ def test_missing_weights_give_command_line_advice(tmp_path, latents_file):
     assert "-w/--weights: file not found" in r.stderr and "scripts/fetch_weights.py" in r.stderr
     assert "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth" in r.stderr
     assert "models/vae_approx" not in r.stderr
+    r = cli("decode", latents_file[0], "-w", tmp_path / "taew2_1.safetensors", "-o", tmp_path / "o.gif")
+    assert r.returncode == 2 and "the official taew2_1.safetensors comes from https://github.com/madebyollin/taehv" in r.stderr
 
 
 def test_compare_writes_a_table_and_side_by_side_frames(tmp_path, checkpoint_path):

@@ -369,52 +369,80 @@ def test_node_lookup_handles_subgraph_paths_and_long_ids(ui):
 
 
 def test_compare_decoders_output_shows_labelled_clips_and_the_table(ui):
-    # The node's two outputs as a user sees them after a run: the side-by-side clip in Preview
-    # Image (each panel labelled with its file and family) and the markdown table in Preview Any.
+    # The node's two outputs as a user sees them at 100% after a run of the Compare example: the
+    # side-by-side clip (reference | TAESDV | TAESD, 256 px each, labelled with file and family) in
+    # Save Animated WEBP and the markdown table in Preview Any, both at the example's own sizes.
     torch.save(random_image_taesd("decoder", seed=2), os.path.join(ui.base, "models", "vae_approx", "taesd_decoder.pth"))
-    graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=4, height=16, width=16),
+    with open(os.path.join(EXAMPLES, "taesdv_compare_decoders.json")) as f:
+        sizes = {n["type"]: n["size"] for n in json.load(f)["nodes"]}
+    graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=4, height=32, width=32),
              "3": graphs.loader(name="taesd_decoder.pth"),
+             "7": graphs.decode(model="1", samples="2"),  # stands in for the full VAE's reference frames
              "4": {"class_type": "TAESDVCompareDecoders", "inputs": {"samples": ["2", 0], "decoder_a": ["1", 0],
-                                                                     "decoder_b": ["3", 0]}},
-             "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+                                                                     "decoder_b": ["3", 0], "reference": ["7", 0]}},
+             "5": {"class_type": "SaveAnimatedWEBP", "inputs": {
+                 "images": ["4", 0], "filename_prefix": "taesdv/compare", "fps": 8.0, "lossless": False,
+                 "quality": 90, "method": "default"}},
              "6": {"class_type": "PreviewAny", "inputs": {"source": ["4", 1]}}}
     with comfy_page(ui.url) as (page, errors):
         page.wait_for_timeout(1000)
         baseline = len(errors)
-        queue(page, graph)
-        assert wait_done(page) == "execution_success"
-        shown = page.evaluate("""async () => {
-            const image = app.graph.nodes.find(n => n.type === 'PreviewImage');
+        # Laid out as the example is before queueing (a user runs it as loaded): 100%, clear of the menus
+        page.evaluate("""async ([g, imageSize, tableSize]) => {
+            window.__done = null;
+            const { api } = await import('/scripts/api.js');
+            for (const t of ['execution_success', 'execution_error', 'execution_interrupted'])
+                api.addEventListener(t, (e) => { window.__done = e.type; }, {once: true});
+            await app.loadApiJson(g, 'taesdv-test');
+            const image = app.graph.nodes.find(n => n.type === 'SaveAnimatedWEBP');
             const table = app.graph.nodes.find(n => n.type === 'PreviewAny');
-            image.pos = [0, 0]; image.size = [600, 360];
-            table.pos = [0, 400]; table.size = [760, 200];
-            app.canvas.ds.scale = 1; app.canvas.ds.offset = [120, 140];  // clear of the menus
+            image.pos = [0, 0]; image.size = imageSize;
+            table.pos = [0, imageSize[1] + 60]; table.size = tableSize;
+            for (const n of app.graph.nodes) if (n !== image && n !== table) n.pos = [2000, n.pos[1]];
+            app.canvas.ds.scale = 1; app.canvas.ds.offset = [120, 140];
             app.graph.setDirtyCanvas(true, true);
-            await new Promise((r) => setTimeout(r, 1000));
-            return {images: (image.imgs || []).length,
+            await app.queuePrompt(0, 1);
+        }""", [graph, sizes["SaveAnimatedWEBP"], sizes["PreviewAny"]])
+        assert wait_done(page) == "execution_success"
+        page.wait_for_timeout(1500)
+        # The frontend places the animated WebP's DOM element on the canvas's next redraw (a user's
+        # pointer over the canvas makes one; headless, nothing does): nudge the view to get it.
+        page.evaluate("() => { app.canvas.ds.offset = [121, 140]; app.graph.setDirtyCanvas(true, true); }")
+        page.wait_for_timeout(1000)
+        shown = page.evaluate("""() => {
+            const image = app.graph.nodes.find(n => n.type === 'SaveAnimatedWEBP');
+            const table = app.graph.nodes.find(n => n.type === 'PreviewAny');
+            return {images: (image.imgs || []).map((i) => [i.naturalWidth, i.naturalHeight]),
                     text: table.widgets.map((w) => String(w.value ?? '')).join(' ')};
         }""")
-        assert shown["images"] >= 1
+        assert shown["images"] and shown["images"][0][0] == 3 * 256
         assert shown["text"].startswith("| decoder |")
         assert "| taesdv.pth (TAESDV) | 4 |" in shown["text"] and "| taesd_decoder.pth (TAESD" in shown["text"]
         shot(page, name(ui, "compare-decoders-output"))
         assert new_errors(errors, baseline) == []
 
 
-@pytest.mark.parametrize("example", sorted(os.listdir(EXAMPLES)))
+@pytest.mark.parametrize("example", sorted(n for n in os.listdir(EXAMPLES) if n.endswith(".json")))
 def test_example_workflows_load_in_the_real_ui(ui, example):
     with open(os.path.join(EXAMPLES, example)) as f:
         workflow = json.load(f)
-    with comfy_page(ui.url) as (page, errors):
+    with comfy_page(ui.url, viewport=(1280, 800)) as (page, errors):
         page.wait_for_timeout(1000)
         baseline = len(errors)
         result = page.evaluate("""async (wf) => {
             await app.loadGraphData(wf, true, true, 'example');
             const missing = app.graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type);
             const prompt = (await app.graphToPrompt()).output;
-            return {missing, types: Object.values(prompt).map(n => n.class_type).sort(), prompt};
+            const ds = app.canvas.ds, title = LiteGraph.NODE_TITLE_HEIGHT;  // each node's box on the screen
+            const boxes = app.graph.nodes.map(n => [(n.pos[0] + ds.offset[0]) * ds.scale, (n.pos[1] - title + ds.offset[1]) * ds.scale,
+                                                    (n.pos[0] + n.size[0] + ds.offset[0]) * ds.scale,
+                                                    (n.pos[1] + n.size[1] + ds.offset[1]) * ds.scale]);
+            return {missing, types: Object.values(prompt).map(n => n.class_type).sort(), prompt, boxes, scale: ds.scale};
         }""", workflow)
         assert result["missing"] == []
+        # The saved view shows the whole graph in a 1280x800 window, with text (LiteGraph drops it below 0.6)
+        assert result["scale"] >= 0.6
+        assert all(x0 >= 60 and y0 >= 80 and x1 <= 1280 and y1 <= 800 for x0, y0, x1, y1 in result["boxes"]), result["boxes"]
         page.wait_for_timeout(500)
         assert page.get_by_text("Invalid workflow").count() == 0, "the frontend rejected the file's schema"
         assert result["types"] == sorted(n["type"] for n in workflow["nodes"] if n["type"] not in ("Note", "MarkdownNote"))
@@ -426,4 +454,4 @@ def test_example_workflows_load_in_the_real_ui(ui, example):
 
 def test_example_workflows_are_offered_as_templates(ui):
     templates = ui.get_json("/api/workflow_templates")
-    assert sorted(templates.get("ComfyUI-TAESDV", [])) == sorted(n.removesuffix(".json") for n in os.listdir(EXAMPLES))
+    assert sorted(templates.get("ComfyUI-TAESDV", [])) == sorted(n.removesuffix(".json") for n in os.listdir(EXAMPLES) if n.endswith(".json"))

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -68,6 +69,29 @@ def test_examples_are_offered_as_templates_under_the_pack_name(demo_host):
     assert sorted(templates["ComfyUI-TAESDV"]) == names
     served = json.loads(demo_host.get_bytes("/api/workflow_templates/ComfyUI-TAESDV/taesdv_demo_live_preview.json"))
     assert served == example(DEMO)
+
+
+def test_every_example_has_a_thumbnail_the_server_serves_as_a_jpeg(demo_host):
+    # The Templates dialog shows /api/workflow_templates/<pack>/<name>.jpg on each card.
+    for path in sorted(glob.glob(os.path.join(EXAMPLES, "*.json"))):
+        name = os.path.splitext(os.path.basename(path))[0]
+        with urllib.request.urlopen(f"{demo_host.url}/api/workflow_templates/ComfyUI-TAESDV/{name}.jpg") as r:
+            body = r.read()
+            assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg", name
+        assert body[:3] == b"\xff\xd8\xff" and len(body) < 100_000, name
+
+
+def test_every_note_says_how_to_run_it_offline_and_not_that_manager_lists_taesdv():
+    for path in sorted(glob.glob(os.path.join(EXAMPLES, "*.json"))):
+        workflow = json.load(open(path))
+        text = notes(workflow)
+        loaded = {n["widgets_values"][0] for n in workflow["nodes"] if n["type"] in ("TAESDVLoader", "CheckpointLoaderSimple")}
+        for real, demo in DEMO_FILES.items():
+            if real in loaded:  # the Note names the demo stand-in the user must pick instead
+                assert demo in text, (os.path.basename(path), demo)
+        if "taesdv.pth" in loaded:
+            assert "Manager's model list does not offer it" in text, os.path.basename(path)
+            assert "Model Manager" not in text, os.path.basename(path)
 
 
 def test_demo_example_samples_with_the_demo_checkpoint_and_plays_the_clip_on_the_sampler(demo_host):

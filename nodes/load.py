@@ -55,6 +55,8 @@ class LoadTAESDV(io.ComfyNode):
         if model_name not in names:
             present = plausible_checkpoints(names)
             there = f"files there: {', '.join(present[:8])}" if present else "there are no checkpoints there"
+            if not isinstance(model_name, str):
+                return f"model_name must be a file name in models/vae_approx, got {model_name!r} ({there})"
             return (f"'{model_name}' is not in models/vae_approx ({there}); put {model_name} there "
                     f"({where_to_get(model_name)}) and press R to refresh")
         return True

@@ -105,7 +105,8 @@ class SamplerPreview:
         meta = {
             "protocol": PROTOCOL_VERSION, **self.identity, "step": step + 1, "total_steps": total_steps,
             "sequence": self.sequence, "frame_count": clip.frame_count, "fps": fps,
-            "frame_step": clip.frame_step, "variant": clip.variant, "frame_width": int(w), "frame_height": int(h), "columns": clip.columns, "rows": clip.rows,
+            "frame_step": clip.frame_step, "variant": clip.variant,
+            "frame_width": int(w), "frame_height": int(h), "columns": clip.columns, "rows": clip.rows,
             "decode_ms": round(clip.decode_seconds * 1000, 1),
         }
         server = _server()

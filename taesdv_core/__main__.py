@@ -107,7 +107,7 @@ def decode_command(args) -> None:
     writer = FrameWriter(args.output, fps=args.fps)
     _decode_to(writer, decoder, latents, args.mode, args.chunk, args.keyframes)
     n, t, _, h, w = latents.shape
-    frames = t * decoder.time_scale - decoder.frames_to_trim if args.keyframes == "off" else expanded_length(t)
+    frames = DecodeStream(decoder).output_frames(t) if args.keyframes == "off" else expanded_length(t)
     scale = decoder.spatial_scale
     print(f"decoded {n}x{frames} frames of {w * scale}x{h * scale} ({decoder.family}) in "
           f"{time.perf_counter() - started:.2f}s -> {args.output}")

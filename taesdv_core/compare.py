@@ -238,7 +238,7 @@ def load_decoder(path: str, device: torch.device, dtype: torch.dtype = torch.flo
     advice = f"give the path of a decoder file (the official {name} comes from {where_to_get(name)})"
     decoder = load_autoencoder(path, dtype, device, missing_advice=advice).decoder
     if decoder is None:
-        raise CheckpointError(f"'{os.path.basename(path)}' holds no decoder")
+        raise CheckpointError(f"'{name}' holds no decoder")
     return decoder
 
 
@@ -256,16 +256,15 @@ def _read_latents(path: str) -> tuple[torch.Tensor, bool]:
     """(latents NTCHW, whether they are the VAE's latents of a Save Latent file) from .latent,
     .safetensors (the decode command's reader), .pt or .npy."""
     if path.endswith((".latent", ".safetensors")):
-        from safetensors.torch import safe_open
+        from .media import read_latents
 
-        from .media import holds_vae_latents, read_latents
+        vae_space = False
 
-        try:
-            with safe_open(path, "pt") as f:
-                vae_space = holds_vae_latents(dict.fromkeys(f.keys()))
-        except Exception:  # read_latents names what is wrong with the file
-            vae_space = False
-        return read_latents(path, lambda x: x), vae_space
+        def keep_vae_latents(x: torch.Tensor) -> torch.Tensor:  # called only for a Save Latent file's VAE latents
+            nonlocal vae_space
+            vae_space = True
+            return x
+        return read_latents(path, keep_vae_latents), vae_space
     return _ntchw(_load_tensor(path).float()), False
 
 

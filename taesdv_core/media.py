@@ -33,7 +33,7 @@ def read_latents(path: str, comfy_to_input: Callable[[torch.Tensor], torch.Tenso
         raise InputError(f"LATENTS '{path}' is not a readable safetensors/.latent file ({e})") from None
     if "latent_tensor" in data:  # ComfyUI Save Latent; files without the version key predate unscaled storage
         x = data["latent_tensor"].float()
-        x = comfy_to_input(x) if holds_vae_latents(data) else x
+        x = comfy_to_input(x) if "latent_format_version_0" in data else x
         x = x.unsqueeze(0) if x.ndim == 4 else x.movedim(1, 2) if x.ndim == 5 else x
     elif "latents" in data:
         x = data["latents"].float()
@@ -44,12 +44,6 @@ def read_latents(path: str, comfy_to_input: Callable[[torch.Tensor], torch.Tenso
     if x.ndim != 5:
         raise InputError(f"LATENTS '{path}' holds a tensor of shape {tuple(x.shape)}; expected NTCHW or TCHW")
     return x
-
-
-def holds_vae_latents(data: dict) -> bool:
-    """Whether a Save Latent file's tensors hold the VAE's latents (ComfyUI's LATENT values),
-    which each decoder maps to its own input; older files stored them already scaled."""
-    return "latent_tensor" in data and "latent_format_version_0" in data
 
 
 def _to_uint8_frames(frames: torch.Tensor) -> np.ndarray:

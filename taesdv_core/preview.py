@@ -140,9 +140,10 @@ class Previewer:
     (TAEHV without time upscaling, then without spatial upscaling too). Each step uses the
     first variant whose predicted cost fits the budget: full clips while they are affordable,
     cheaper ones instead of none. A variant's cost is predicted from its last previews; before
-    its first, from its FLOPs at the speed the other variants' previews showed. Every variant decodes the same latent grid (the one that
-    gives the full decoder's frames at preview size), so a variant without spatial upscaling
-    gives smaller frames rather than decoding more latent pixels.
+    its first, from its FLOPs at the speed the other variants' previews showed. Every variant
+    decodes the same latent grid (the one that gives the full decoder's frames at preview
+    size), so a variant without spatial upscaling gives smaller frames rather than decoding
+    more latent pixels.
 
     Never raises for a failed preview (except `interrupt_types`): an out-of-memory error
     halves the preview size and skips that step; any other error turns previews off for the

@@ -234,11 +234,10 @@ class _TAEHVDecoderBase(ChunkDecoder):
         variants = []
         for time_upscale, space_upscale in options:
             variant = self.rebuilt(time_upscale, space_upscale)
-            variant.load_state_dict(variant.cut_tgrow(weights), strict=True)
+            _load_strict(variant, variant.cut_tgrow(weights), "decoder")
             variant.latent_format, variant.input_space = self.latent_format, self.input_space
             variant.allow_tf32, variant.cogvideox = self.allow_tf32, self.cogvideox
-            variants.append(variant.to(device=param.device, dtype=param.dtype, memory_format=torch.channels_last)
-                            .eval().requires_grad_(False))
+            variants.append(variant.to(device=param.device, dtype=param.dtype))
         return variants
 
     def flops_per_frame(self, height: int, width: int) -> float:

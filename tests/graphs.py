@@ -51,6 +51,24 @@ def decode_graph(save_name, **clip):
     return {"1": loader(), "2": latent_clip(**clip), "3": decode(), "4": save_tensor(save_name, images="3")}
 
 
+def ksampler(seed, steps):
+    """KSampler node 13: model 10, conditioning 11 (both sides), latent 12; euler, cfg 2."""
+    return {"class_type": "KSampler", "inputs": {
+        "model": ["10", 0], "positive": ["11", 0], "negative": ["11", 0], "latent_image": ["12", 0],
+        "seed": seed, "steps": steps, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+
+
+def with_preview(g, preview, default_fps):
+    """`g` with node 20, TAESDV Latent Preview of loader 1 on model 10, feeding the sampler 13
+    (unchanged when preview is None; its keys: max_size, fps, budget_percent)."""
+    if preview is not None:
+        g["20"] = {"class_type": "TAESDVLatentPreview", "inputs": {
+            "model": ["10", 0], "taesdv": ["1", 0], "max_size": preview.get("max_size", 256),
+            "fps": preview.get("fps", default_fps), "budget_percent": preview.get("budget_percent", 100.0)}}
+        g["13"]["inputs"]["model"] = ["20", 0]
+    return g
+
+
 def sampling_graph(frames=8, size=64, steps=4, channels=32, preview=None, seed=None, save_name=None):
     """A real KSampler on a tiny random SD1.5-format model, optionally through TAESDV Latent Preview.
 
@@ -63,18 +81,11 @@ def sampling_graph(frames=8, size=64, steps=4, channels=32, preview=None, seed=N
         "10": {"class_type": "TAESDVTest_TinySD15Model", "inputs": {"channels": channels, "seed": 0, "latent_format": "SD15"}},
         "11": {"class_type": "TAESDVTest_Conditioning", "inputs": {"seed": 1}},
         "12": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": frames}},
-        "13": {"class_type": "KSampler", "inputs": {
-            "model": ["10", 0], "positive": ["11", 0], "negative": ["11", 0], "latent_image": ["12", 0],
-            "seed": seed, "steps": steps, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "13": ksampler(seed, steps),
         "14": decode(samples="13"),
         "15": save_tensor(save_name or "sampled", images="14"),
     }
-    if preview is not None:
-        g["20"] = {"class_type": "TAESDVLatentPreview", "inputs": {
-            "model": ["10", 0], "taesdv": ["1", 0], "max_size": preview.get("max_size", 256),
-            "fps": preview.get("fps", 8.0), "budget_percent": preview.get("budget_percent", 100.0)}}
-        g["13"]["inputs"]["model"] = ["20", 0]
-    return g
+    return with_preview(g, preview, default_fps=8.0)
 
 
 def wan_sampling_graph(taehv_name, width=64, height=48, length=13, steps=3, dim=32, preview=None, seed=None,
@@ -92,14 +103,7 @@ def wan_sampling_graph(taehv_name, width=64, height=48, length=13, steps=3, dim=
         "11": {"class_type": "TAESDVTest_Conditioning", "inputs": {"seed": 1, "tokens": 8}},
         "12": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": width, "height": height, "length": length,
                                                                   "batch_size": 1}},
-        "13": {"class_type": "KSampler", "inputs": {
-            "model": ["10", 0], "positive": ["11", 0], "negative": ["11", 0], "latent_image": ["12", 0],
-            "seed": seed, "steps": steps, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "13": ksampler(seed, steps),
         "15": save_tensor("wan_sampled", samples="13"),
     }
-    if preview is not None:
-        g["20"] = {"class_type": "TAESDVLatentPreview", "inputs": {
-            "model": ["10", 0], "taesdv": ["1", 0], "max_size": preview.get("max_size", 256),
-            "fps": preview.get("fps", 16.0), "budget_percent": preview.get("budget_percent", 100.0)}}
-        g["13"]["inputs"]["model"] = ["20", 0]
-    return g
+    return with_preview(g, preview, default_fps=16.0)

@@ -65,11 +65,17 @@ def test_decode_to_images_and_animations(tmp_path, checkpoint_path, latents_file
     assert check(tmp_path / out)
 
 
-def test_encode_folder_of_images_equals_reference(tmp_path, checkpoint_path, state_dict):
-    frames = np.random.default_rng(0).integers(0, 256, (3, 24, 32, 3), dtype=np.uint8)
-    os.makedirs(tmp_path / "in")
+def png_folder(folder, seed, shape):
+    """Random uint8 frames (T, H, W, 3) written to `folder` as 000.png, 001.png, ...; returns them."""
+    frames = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    os.makedirs(folder)
     for i, f in enumerate(frames):
-        Image.fromarray(f).save(tmp_path / "in" / f"{i:03d}.png")
+        Image.fromarray(f).save(folder / f"{i:03d}.png")
+    return frames
+
+
+def test_encode_folder_of_images_equals_reference(tmp_path, checkpoint_path, state_dict):
+    frames = png_folder(tmp_path / "in", seed=0, shape=(3, 24, 32, 3))
     r = cli("encode", tmp_path / "in", "-w", checkpoint_path, "-o", tmp_path / "lat.safetensors")
     assert r.returncode == 0, r.stderr
     latents = load_file(tmp_path / "lat.safetensors")["latents"]
@@ -204,10 +210,7 @@ def test_a_taehv_file_decodes_raw_latents_into_4t_minus_3_frames_at_its_scale(tm
 
 def test_a_taehv_file_encodes_and_round_trips_a_clip_of_1_plus_4k_frames(tmp_path, taehv_files):
     path, sd = taehv_files["wan2_1"]
-    frames = np.random.default_rng(1).integers(0, 256, (9, 24, 40, 3), dtype=np.uint8)
-    os.makedirs(tmp_path / "in")
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(tmp_path / "in" / f"{i:03d}.png")
+    frames = png_folder(tmp_path / "in", seed=1, shape=(9, 24, 40, 3))
     r = cli("encode", tmp_path / "in", "-w", path, "-o", tmp_path / "lat.safetensors")
     assert r.returncode == 0, r.stderr
     latents = load_file(tmp_path / "lat.safetensors")["latents"]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .checkpoint import layout_problems
 from .errors import CheckpointError
-from .layers import Block, ChunkDecoder, conv
+from .layers import Block, ChunkDecoder, UpsampledConv, conv
 
 WIDTH = 192
 LATENT_CHANNELS = 4
@@ -43,9 +43,12 @@ def _tiny_layers(num_blocks: tuple[int, ...], upsample_mode: str) -> nn.Sequenti
     for i, blocks in enumerate(num_blocks):
         last = i == len(num_blocks) - 1
         layers += [Block(n, n) for _ in range(blocks)]
-        if not last:
-            layers.append(nn.Upsample(scale_factor=2, mode=upsample_mode))
-        layers.append(conv(n, 3 if last else n, bias=last))
+        if last:
+            layers.append(conv(n, 3))
+        elif upsample_mode == "nearest":  # same keys: the pair as Identity, UpsampledConv
+            layers += [nn.Identity(), UpsampledConv(n, n, bias=False)]
+        else:
+            layers += [nn.Upsample(scale_factor=2, mode=upsample_mode), conv(n, n, bias=False)]
     return nn.Sequential(*layers)
 
 

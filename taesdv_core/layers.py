@@ -10,12 +10,28 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .fused_ops import conv_add_relu, conv_relu
+from .fused_ops import conv_add_relu, conv_relu, upsampled_conv
 
 
 def conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
     """3x3 conv, padding 1 (every conv of the family unless said)."""
     return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
+
+
+class UpsampledConv(nn.Conv2d):
+    """Nearest 2x upsampling, then a 3x3 conv (padding 1), then ReLU if `relu`.
+
+    The official Sequentials hold `Upsample(2), conv`: models put an nn.Identity at the
+    Upsample's index and this layer at the conv's, so keys stay official; fused_ops runs the
+    pair at the lower resolution on CPUs.
+    """
+
+    def __init__(self, n_in: int, n_out: int, bias: bool = True, relu: bool = False):
+        super().__init__(n_in, n_out, 3, padding=1, bias=bias)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsampled_conv(self, x, self.relu)
 
 
 class Clamp(nn.Module):

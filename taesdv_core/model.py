@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, MemBlock, conv
+from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv
 
 LATENT_CHANNELS = 4
 SPATIAL_SCALE = 8
@@ -51,11 +51,12 @@ class TAESDVDecoder(ChunkDecoder):
 
     def __init__(self):
         n = WIDTH
+        # Each official `Upsample(2), conv` is `Identity, UpsampledConv` here: same keys.
         super().__init__(
             Clamp(), conv(LATENT_CHANNELS, n), nn.ReLU(inplace=True),
-            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
-            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
-            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
+            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Identity(), UpsampledConv(n, n, bias=False),
+            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Identity(), UpsampledConv(n, n, bias=False),
+            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Identity(), UpsampledConv(n, n, bias=False),
             MemBlock(n, n), conv(n, 3),
         )
 

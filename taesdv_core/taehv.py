@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, conv
+from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv
 from .fused_ops import conv_relu
 
 DECODER_WIDTHS = (256, 128, 64, 64)
@@ -57,28 +57,28 @@ LEAKY_SLOPE = 0.2
 class TGrow(nn.Module):
     """Time upscale: 1x1 conv n -> n*s (no bias); each frame becomes s consecutive frames.
 
-    Input (N*T, n, H, W) -> output (N*T*s, n, H*u, W*u): output channels [k*n, (k+1)*n) of
-    frame t are frame t*s + k. `time_scale = s` tells run_with_memory the clip got s times
-    longer. u (`upsample`) is the nearest x2 upsampling that precedes TGrow in the official
-    Sequential, done here instead: a 1x1 conv commutes with nearest upsampling exactly, so
-    the conv runs on 4x fewer pixels and one copy both upsamples and orders the frames.
+    Input (N*T, n, H, W) -> output (N*T*s, n, H, W): output channels [k*n, (k+1)*n) of frame t
+    are frame t*s + k. `time_scale = s` tells run_with_memory the clip got s times longer. The
+    official Sequential upsamples (nearest x2) before TGrow; a 1x1 conv commutes with that
+    exactly, so here TGrow runs on the 4x fewer pixels before it and the conv after TGrow
+    upsamples (UpsampledConv).
     """
 
-    def __init__(self, n: int, s: int, upsample: int = 1):
+    def __init__(self, n: int, s: int):
         super().__init__()
-        self.n, self.time_scale, self.upsample = n, s, upsample
+        self.n, self.time_scale = n, s
         self.conv = nn.Conv2d(n, n * s, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        s, u, n = self.time_scale, self.upsample, self.n
-        if s == 1 and u == 1:
+        s, n = self.time_scale, self.n
+        if s == 1:
             return y
         nt, _, h, w = y.shape
         # channels_last out (the layout the fused CPU convs after it take)
-        out = torch.empty((nt * s, n, h * u, w * u), dtype=y.dtype, device=y.device,
+        out = torch.empty((nt * s, n, h, w), dtype=y.dtype, device=y.device,
                           memory_format=torch.channels_last)
-        out.view(nt, s, n, h, u, w, u).copy_(y.view(nt, s, n, h, 1, w, 1).expand(nt, s, n, h, u, w, u))
+        out.view(nt, s, n, h, w).copy_(y.view(nt, s, n, h, w))
         return out
 
 
@@ -245,12 +245,12 @@ class _TAEHVDecoderBase(ChunkDecoder):
         h, w = height // self.spatial_scale, width // self.spatial_scale
         frames, total = 1.0, 0.0  # frames per latent frame at this layer
         for layer in self:
+            if isinstance(layer, UpsampledConv):  # counted as the official upsampled conv
+                h, w = 2 * h, 2 * w
             convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
             for c in convs:
                 per_px = 2 * c.in_channels * c.out_channels * c.kernel_size[0] * c.kernel_size[1] / c.groups
                 total += per_px * h * w * frames
-            if isinstance(layer, TGrow):
-                h, w = h * layer.upsample, w * layer.upsample
             if isinstance(layer, nn.PixelShuffle):
                 h, w = h * layer.upscale_factor, w * layer.upscale_factor
             frames *= getattr(layer, "time_scale", 1)
@@ -260,9 +260,10 @@ class _TAEHVDecoderBase(ChunkDecoder):
         """Peak working memory per OUTPUT frame at height x width (estimate, bytes).
 
         The last stage holds, per output frame at (H/patch) x (W/patch) pixels: the last
-        TGrow's low-resolution input (64 / s2 / 4, rounded up to 64 / s2 here), its upsampled,
-        reordered output and the conv after it (64 + 64), the fused activation's output (64)
-        and the final conv (3 * patch^2). The super variant adds its PixelShuffle copy (64).
+        TGrow's low-resolution input (64 / s2 / 4, rounded up to 64 / s2 here), the upsampled
+        input of the conv after it (on CPUs instead its four phase outputs at the low
+        resolution, as large) and that conv's output (64 + 64), an activation's output (64) and
+        the final conv (3 * patch^2). The super variant adds its PixelShuffle copy (64).
         """
         px = (height // self.patch) * (width // self.patch)
         last = DECODER_WIDTHS[3]
@@ -280,8 +281,8 @@ class _TAEHVDecoderBase(ChunkDecoder):
                 total += layer.conv[3].out_channels * px * scale
             elif isinstance(layer, MemBlock):
                 total += layer.conv[0].out_channels * px * scale
-            elif isinstance(layer, TGrow):
-                scale *= layer.upsample ** 2
+            elif isinstance(layer, UpsampledConv):
+                scale *= 4
             elif isinstance(layer, nn.PixelShuffle):
                 scale *= layer.upscale_factor ** 2
         return int(total * element_size)
@@ -308,20 +309,24 @@ class TAEHVDecoder(_TAEHVDecoderBase):
         n0, n1, n2, n3 = DECODER_WIDTHS
         t0, t1, t2 = self.stage_time
         block = LeakyMemBlock if leaky else MemBlock
-        u = 2 if space_upscale else 1
-        up = nn.Identity  # the official nearest Upsample(2) at 6/12/18: done inside the TGrow after it
+        up = nn.Identity  # the official nearest Upsample(2) at 6/12/18: done by the conv after TGrow
+
+        def conv_after_up(n_in, n_out, relu=False):  # TGrow commutes with the upsampling
+            if space_upscale:
+                return UpsampledConv(n_in, n_out, bias=False, relu=relu)
+            return ConvAct(n_in, n_out, 3, padding=1, bias=False) if relu else conv(n_in, n_out, bias=False)
+
         # ReLU after a conv runs fused with it (ConvAct); LeakyReLU stays a layer of its own.
         first_conv = conv(latent_channels, n0) if leaky else ConvAct(latent_channels, n0, 3, padding=1)
-        last_hidden = conv(n3, n3, bias=False) if leaky else ConvAct(n3, n3, 3, padding=1, bias=False)
         act = _act(True) if leaky else nn.Identity()
         layers = [
             Clamp(), first_conv, act,                                                  # 0-2
-            block(n0, n0), block(n0, n0), block(n0, n0), up(), TGrow(n0, t0, u),         # 3-7
-            conv(n0, n1, bias=False),                                                  # 8
-            block(n1, n1), block(n1, n1), block(n1, n1), up(), TGrow(n1, t1, u),         # 9-13
-            conv(n1, n2, bias=False),                                                  # 14
-            block(n2, n2), block(n2, n2), block(n2, n2), up(), TGrow(n2, t2, u),         # 15-19
-            last_hidden, _act(True) if leaky else nn.Identity(),                      # 20-21
+            block(n0, n0), block(n0, n0), block(n0, n0), up(), TGrow(n0, t0),            # 3-7
+            conv_after_up(n0, n1),                                                     # 8
+            block(n1, n1), block(n1, n1), block(n1, n1), up(), TGrow(n1, t1),            # 9-13
+            conv_after_up(n1, n2),                                                     # 14
+            block(n2, n2), block(n2, n2), block(n2, n2), up(), TGrow(n2, t2),            # 15-19
+            conv_after_up(n3, n3, relu=not leaky), _act(True) if leaky else nn.Identity(),  # 20-21
             conv(n3, 3 * patch ** 2),                                                  # 22 final
         ]
         if patch > 1:

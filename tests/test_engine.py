@@ -2,10 +2,12 @@
 for every path (parallel, chunked, streaming), clip length, size and chunk split."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from reference_taesdv import official_layout_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, InputError, TAESDV, decode, encode, model_from_state_dict
 from taesdv_core.engine import ACCELERATOR_CHUNK_FRAMES, auto_chunk_frames
+from taesdv_core.layers import UpsampledConv
 from taesdv_core.model import TAESDVDecoder
 
 
@@ -60,6 +62,28 @@ def test_unfused_path_used_on_gpus_equals_reference(model, state_dict, monkeypat
     for chunk in (1, 3, 7):
         got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False)
         assert rel_err(got, reference_decode(state_dict, latents)) < 1e-5
+
+
+@pytest.mark.parametrize("cpu_path", [True, False])
+@pytest.mark.parametrize("bias,relu", [(True, False), (False, True)])
+@pytest.mark.parametrize("height,width", [(1, 1), (3, 5), (8, 7)])
+def test_conv_after_nearest_upsampling_equals_upsample_then_conv(cpu_path, bias, relu, height, width, monkeypatch):
+    # CPUs run the pair as four 2x2 phase convs at the low resolution; elsewhere it upsamples first.
+    import taesdv_core.fused_ops as fused_ops
+
+    phase_calls = []
+    phase_kernels = fused_ops._phase_kernels
+    monkeypatch.setattr(fused_ops, "_phase_kernels", lambda w: phase_calls.append(w) or phase_kernels(w))
+    if not cpu_path:
+        monkeypatch.setattr(fused_ops, "_fusable", lambda *tensors: False)
+    torch.manual_seed(10 * height + width)
+    layer = UpsampledConv(5, 7, bias=bias, relu=relu).to(memory_format=torch.channels_last).requires_grad_(False)
+    x = torch.randn(2, 5, height, width).contiguous(memory_format=torch.channels_last)
+    expected = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), layer.weight, layer.bias, padding=1)
+    got = layer(x)
+    assert len(phase_calls) == (1 if cpu_path else 0)
+    assert got.shape == (2, 7, 2 * height, 2 * width)
+    assert rel_err(got, expected.relu() if relu else expected) < 1e-5
 
 
 @pytest.mark.parametrize("frame_major", [False, True])

@@ -336,12 +336,15 @@ class DecodeStream:
         state = {"memory": memory}
 
         def work(start: int, length: int) -> None:
-            frames, new_memory = self._forward(latents[:, start:start + length].to(device, dtype), state["memory"])
             first = start * decoder.time_scale + trim  # trim < 0 drops the clip's first frames
-            if first < 0:
-                frames, first = frames[:, -first:], 0
-            sink.put(first, frames)
-            state["memory"] = new_memory
+            memory = state["memory"]
+            for frames, memory in self._steps(latents[:, start:start + length].to(device, dtype), memory):
+                dropped = min(max(0, -first), frames.shape[1])
+                first += dropped
+                if dropped < frames.shape[1]:
+                    sink.put(first, frames[:, dropped:])
+                    first += frames.shape[1] - dropped
+            state["memory"] = memory
 
         with torch.inference_mode(), fp32_precision(decoder):
             try:
@@ -358,17 +361,18 @@ class DecodeStream:
         self.latent_frames += t
         return out[0] if squeeze else out
 
-    def _forward(self, latents: torch.Tensor, memory) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One chunk from `memory`; returns its frames and the memory after it."""
+    def _steps(self, latents: torch.Tensor, memory):
+        """Decode one chunk from `memory`, yielding (frames, memory after them) as they come: the
+        whole chunk at once, or one latent frame at a time where that is faster (CPUs), so that
+        a step's frames go to the output before the next step needs the memory they held."""
         forward = self.decoder.forward_chunk
         windowed = getattr(self.decoder, "chunk_multiple", 1) > 1  # frames of a window see each other
         if windowed or not runs_frame_by_frame(latents.device) or latents.shape[1] == 1:
-            return forward(latents, memory)
-        frames = []
+            yield forward(latents, memory)
+            return
         for i in range(latents.shape[1]):
-            frame, memory = forward(latents[:, i:i + 1], memory)
-            frames.append(frame)
-        return torch.cat(frames, 1), memory
+            frames, memory = forward(latents[:, i:i + 1], memory)
+            yield frames, memory
 
 
 def decode(decoder: ChunkDecoder, latents: torch.Tensor, chunk_frames: int | None = None,

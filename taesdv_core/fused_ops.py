@@ -71,15 +71,16 @@ def upsampled_conv(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False) -> torc
         k = conv.out_channels
         kernels = _phase_kernels(conv.weight).contiguous(memory_format=torch.channels_last)
         bias = None if conv.bias is None else conv.bias.repeat(4)
-        phases = torch.ops.mkldnn._convolution_pointwise(
-            x, kernels, bias, [1, 1], [1, 1], [1, 1], 1, "relu" if relu else "none", [None], "")
         out = torch.empty((n, k, 2 * h, 2 * w), dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
         grid = out.view(n, k, h, 2, w, 2)
-        for a in (0, 1):
-            for b in (0, 1):
-                p = 2 * a + b
-                grid[:, :, :, a, :, b].copy_(phases[:, p * k:(p + 1) * k, a:a + h, b:b + w])
+        for i in range(n):  # one image at a time: a batch's phase outputs would be as large as `out`
+            phases = torch.ops.mkldnn._convolution_pointwise(
+                x[i:i + 1], kernels, bias, [1, 1], [1, 1], [1, 1], 1, "relu" if relu else "none", [None], "")
+            for a in (0, 1):
+                for b in (0, 1):
+                    p = 2 * a + b
+                    grid[i:i + 1, :, :, a, :, b].copy_(phases[:, p * k:(p + 1) * k, a:a + h, b:b + w])
         return out
     y = conv._conv_forward(F.interpolate(x, scale_factor=2, mode="nearest"), conv.weight, conv.bias)
     return F.relu_(y) if relu else y

@@ -11,7 +11,9 @@ Times are medians of 3 runs taken round-robin (mode A, B, C, A, B, C, ...) after
 another process's load spreads over all modes. Outputs are checked equal (1e-4 relative).
 Peak memory is measured per mode and clip length in a fresh process: VmHWM after writing 5 to
 /proc/self/clear_refs, minus the resident size before the decode; "above output" subtracts
-the fp32 output frames themselves. Writes bench/results/taehv-cpu-fp32.json.
+the fp32 output frames themselves. The child runs with glibc's mmap threshold fixed at 1 MiB
+(LIVE_MEMORY_ENV), so freed blocks do not stay resident and the figure is the live peak.
+Writes bench/results/taehv-cpu-fp32.json.
 """
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ from taesdv_core.taehv import taehv_from_state_dict  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "taehv-cpu-fp32.json")
 MODES = ("auto", "host-sequential", "host-parallel")
+# glibc returns blocks over 1 MiB to the system when freed. Its default threshold grows with the
+# sizes freed (up to 32 MiB), after which freed memory stays resident and is reused: the same
+# decode then reads anywhere from 150 to 400 MiB in either mode, depending on what the warm-up
+# left. With the threshold fixed, the peak is that of the memory actually live at once.
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def host_module():
@@ -126,7 +133,7 @@ def memory_sweep(lengths, h, w, threads):
                              "skipped": f"estimated {estimate / 2**30:.1f} GiB > 60% of available memory"})
                 continue
             cmd = [sys.executable, __file__, "--memory-child", mode, str(t), str(h), str(w), "--threads", str(threads)]
-            result = subprocess.run(cmd, capture_output=True, text=True)
+            result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **LIVE_MEMORY_ENV})
             if result.returncode != 0:
                 rows.append({"mode": mode, "latent_frames": t, "error": (result.stderr.strip().splitlines() or ["?"])[-1][:200]})
             else:

@@ -98,7 +98,8 @@ class MemBlock(nn.Module):
             start = torch.zeros_like(per_clip[:, :1]) if memory is None else memory.unsqueeze(1)
             from_past = torch.cat([start, per_clip[:, :-1]], 1).view(nt, ch, h, w)
             from_past = from_past.contiguous(memory_format=torch.channels_last)
-            new_memory = per_clip[:, -1].contiguous(memory_format=torch.channels_last)
+            # a copy: a view of the last frame would keep the whole chunk's contribution alive
+            new_memory = per_clip[:, -1].clone(memory_format=torch.channels_last)
         if from_past is None:  # a clip's first frame: zero past contributes nothing
             h1 = conv_relu(first, x, weight=own_weight)
         else:

@@ -140,7 +140,7 @@ class SuperMemBlock(MemBlock):
         past = torch.cat([start, per_clip[:, :-1]], 1).view(nt, c, h, w)
         both = torch.cat([x, past], 1).contiguous(memory_format=torch.channels_last)
         y = project(conv_relu(expand, depthwise(both)))
-        return y + x, per_clip[:, -1].contiguous(memory_format=torch.channels_last)
+        return y + x, per_clip[:, -1].clone(memory_format=torch.channels_last)  # not a view: see MemBlock
 
 
 def _shift_in_time(contribution: torch.Tensor, memory: torch.Tensor | None, n_frames: int):
@@ -151,7 +151,7 @@ def _shift_in_time(contribution: torch.Tensor, memory: torch.Tensor | None, n_fr
     nt, ch, h, w = contribution.shape
     per_clip = contribution.view(nt // n_frames, n_frames, ch, h, w)
     start = torch.zeros_like(per_clip[:, :1]) if memory is None else memory.unsqueeze(1)
-    return torch.cat([start, per_clip[:, :-1]], 1).view(nt, ch, h, w), per_clip[:, -1]
+    return torch.cat([start, per_clip[:, :-1]], 1).view(nt, ch, h, w), per_clip[:, -1].clone()
 
 
 class ConvAct(nn.Conv2d):

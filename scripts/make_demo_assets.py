@@ -13,6 +13,9 @@ BASE is a ComfyUI base folder (the one with models/ and input/). Writes, each on
 - models/vae_approx/taesd-random-demo.pth: an image TAESD decoder with random weights (the second
   decoder of the Compare Decoders example; not named taesd_decoder*, so ComfyUI's own previewer
   never picks it over a real file).
+- models/vae_approx/random-demo-taew2_1.pth: a TAEHV encoder and decoder of the Wan 2.1 layout
+  with random weights (16-channel video latents, 4x time; pick it in the roundtrip example or
+  give it to the CLI; its name starts with no prefix ComfyUI's previewer looks for).
 - input/example.png (256x256), input/example.mp4 (16 frames, 256x256, 12 fps),
   input/next_piece.latent (a ComfyUI Save Latent file, 4 frames of 32x32 latents).
 
@@ -30,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKPOINT = "taesdv-demo-sd15-random.safetensors"
 TAESDV_DEMO = "taesdv-random-demo.pth"
 TAESD_DEMO = "taesd-random-demo.pth"
+TAEHV_DEMO = "random-demo-taew2_1.pth"
 # SD1.5 as ComfyUI detects it (model_channels 320, context_dim 768), at its smallest.
 DEMO_UNET = {"use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
              "num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1],
@@ -110,6 +114,18 @@ def make_taesd(path: str) -> None:
     _save_random(path, TAESDDecoder)
 
 
+def make_taehv(path: str) -> None:
+    sys.path.insert(0, ROOT)
+    import torch
+    from taesdv_core.taehv import TAEHVDecoder, TAEHVEncoder
+
+    torch.manual_seed(0)
+    sd = {f"encoder.{k}": v for k, v in TAEHVEncoder().state_dict().items()}
+    sd.update({f"decoder.{k}": v for k, v in TAEHVDecoder().state_dict().items()})
+    torch.save(sd, path + ".part")
+    os.replace(path + ".part", path)
+
+
 def _frames(count: int, size: int = 256):
     """A moving test picture (gradient, checker, a disc travelling across), uint8 HWC frames."""
     import numpy as np
@@ -164,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         (os.path.join(args.base, "models", "checkpoints", CHECKPOINT), lambda p: make_checkpoint(p, args.comfyui)),
         (os.path.join(args.base, "models", "vae_approx", TAESDV_DEMO), make_taesdv),
         (os.path.join(args.base, "models", "vae_approx", TAESD_DEMO), make_taesd),
+        (os.path.join(args.base, "models", "vae_approx", TAEHV_DEMO), make_taehv),
         (os.path.join(args.base, "input", "example.png"), make_image),
         (os.path.join(args.base, "input", "example.mp4"), make_video),
         (os.path.join(args.base, "input", "next_piece.latent"), make_latent),

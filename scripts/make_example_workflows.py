@@ -130,7 +130,9 @@ NOTES = {
         "`start.sh --demo-weights` writes.\n\n"
         + DEMO + "Before queueing, pick taesdv-random-demo.pth in Load TAESDV (random weights: the "
         "plumbing works, the pictures are noise).\n\n"
-        "The saved video keeps the input's frame rate: Get Video Components' fps feeds Create Video."),
+        "The saved video keeps the input's frame rate: Get Video Components' fps feeds Create Video. "
+        "Pick random-demo-taew2_1.pth (or a real TAEHV file such as taew2_1.safetensors) to run the "
+        "clip through TAEHV instead: 4 frames make one latent frame, so 16 frames come back as 13."),
     "taesdv_streaming_decode.json": (
         "Needs:\n- " + TAESDV_WEIGHTS + "\n"
         "- input/next_piece.latent: a ComfyUI Save Latent file (save one from any SD sampler with Save "
@@ -174,13 +176,13 @@ LAYOUT = {
     "taesdv_demo_live_preview.json": {
         "1": ([0, 0], [300, 98]), "5": ([0, 160], [300, 82]), "4": ([0, 300], [300, 106]),
         "2": ([360, 0], [400, 170]), "3": ([360, 230], [400, 120]), "6": ([360, 410], [300, 126]),
-        "7": ([820, 0], [320, 520]), "8": ([820, 580], [300, 126]), "9": ([1200, 0], [320, 480]),
+        "7": ([820, 0], [320, 620]), "8": ([820, 680], [300, 126]), "9": ([1200, 0], [320, 480]),
         "note": ([0, 600], [760, 250]),
     },
     "taesdv_svd_live_preview_and_decode.json": {
         "1": ([0, 0], [400, 98]), "2": ([0, 160], [400, 280]), "5": ([0, 500], [300, 82]),
         "4": ([460, 0], [300, 58]), "3": ([460, 120], [300, 218]), "6": ([460, 400], [300, 126]),
-        "7": ([820, 0], [320, 520]), "8": ([820, 580], [300, 126]), "9": ([1200, 0], [320, 480]),
+        "7": ([820, 0], [320, 620]), "8": ([820, 680], [300, 126]), "9": ([1200, 0], [320, 480]),
         "note": ([0, 640], [760, 230]),
     },
     "taesdv_video_roundtrip.json": {

@@ -185,6 +185,8 @@ def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str
 def identify(sd: dict[str, torch.Tensor]) -> str:
     """What kind of tiny-autoencoder or VAE file a state dict looks like (a short phrase)."""
     keys = set(sd)
+    if any(k.startswith(("model.diffusion_model.", "cond_stage_model.", "conditioner.")) for k in keys):
+        return "a full diffusion-model checkpoint (load it with ComfyUI's Load Checkpoint instead)"
     if any(k.startswith(("decoder.conv_in.", "decoder.mid.", "quant_conv.", "first_stage_model.")) for k in keys):
         return "a full SD VAE (load it with ComfyUI's Load VAE instead)"
     if "decoder.22.weight" in keys or "decoder.7.conv.weight" in keys or "encoder.2.conv.weight" in keys:

@@ -30,7 +30,8 @@ def read_latents(path: str, comfy_to_input: Callable[[torch.Tensor], torch.Tenso
     try:
         data = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"LATENTS '{path}' is not a readable safetensors/.latent file ({e})") from None
+        hint = "; frames go through 'encode' first" if path.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS) else ""
+        raise InputError(f"LATENTS '{path}' is not a readable safetensors/.latent file ({e}){hint}") from None
     if "latent_tensor" in data:  # ComfyUI Save Latent; files without the version key predate unscaled storage
         x = data["latent_tensor"].float()
         x = comfy_to_input(x) if "latent_format_version_0" in data else x

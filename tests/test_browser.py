@@ -210,7 +210,7 @@ def test_settings_dialog_switch_reaches_the_server(ui):
             page.wait_for_timeout(500)
         assert ui.get_json("/taesdv/preview/settings")["enabled"] is False
         open_taesdv_settings(page)
-        assert page.get_by_text("Animated TAESDV previews for every SD-family sampler").count() >= 1
+        assert page.get_by_text("Animated TAESDV previews for every sampler with a matching tiny decoder").count() >= 1
         shot(page, name(ui, "settings-dialog"))
 
 

@@ -148,6 +148,13 @@ def test_taehv_family_file_is_named_with_its_latent_channels(tmp_path):
         load_taesdv(save(tmp_path, "taew2_1.pth", sd))
 
 
+def test_full_diffusion_checkpoint_is_named(tmp_path):
+    sd = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+          "first_stage_model.decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}
+    with pytest.raises(CheckpointError, match="full diffusion-model checkpoint.*Load Checkpoint"):
+        load_taesdv(save(tmp_path, "v1-5.safetensors", sd))
+
+
 def test_sd_vae_is_named(tmp_path):
     sd = {"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3), "quant_conv.weight": torch.zeros(8, 8, 1, 1),
           "encoder.conv_in.weight": torch.zeros(128, 3, 3, 3)}

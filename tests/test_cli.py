@@ -268,6 +268,14 @@ def test_encoding_with_a_file_without_an_encoder_is_refused_naming_what_to_load(
         assert "has no encoder" in r.stderr and "the matching _encoder/_decoder file" in r.stderr
 
 
+def test_a_picture_given_as_latents_is_refused_pointing_to_encode(tmp_path, checkpoint_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "one.png")
+    r = cli("decode", tmp_path / "one.png", "-w", checkpoint_path, "-o", tmp_path / "o.webp")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "one.png' is not a readable safetensors/.latent file" in r.stderr
+    assert "frames go through 'encode' first" in r.stderr
+
+
 @pytest.mark.parametrize("channels,hint", [(4, "4-channel latents come from SD1.x"), (48, "load taew2_2")])
 def test_latents_of_another_width_are_refused_naming_the_file_that_fits(tmp_path, taehv_files, channels, hint):
     save_file({"latents": torch.zeros(1, 2, channels, 4, 4)}, tmp_path / "l.safetensors")

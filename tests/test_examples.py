@@ -118,6 +118,22 @@ def test_roundtrip_example_keeps_the_input_frame_rate(demo_host):
         assert out.streams.video[0].frames == src.streams.video[0].frames == 16
 
 
+def test_roundtrip_example_runs_through_the_taehv_demo_file(demo_host):
+    object_info = demo_host.get_json("/object_info")
+    prompt = to_api(example("taesdv_video_roundtrip.json"), object_info)
+    for node in prompt.values():
+        node["inputs"] = {k: "random-demo-taew2_1.pth" if v == "taesdv.pth" else v for k, v in node["inputs"].items()}
+    run = demo_host.run(prompt, timeout=600)
+    assert run.succeeded, run.error_text()
+    assert "random-demo-taew2_1.pth" in json.dumps(prompt)
+    video = next(o for o in run.history["outputs"].values() if o.get("images"))["images"][0]
+    import av
+
+    with av.open(os.path.join(demo_host.base, "output", video["subfolder"], video["filename"])) as out:
+        # 16 frames pad to 4 latent frames, which decode to 4 * 4 - 3 = 13
+        assert out.streams.video[0].frames == 13
+
+
 def test_streaming_example_decodes_the_demo_latent_and_continues_on_the_next_run(demo_host):
     for _ in range(2):  # the node re-runs every queue run and continues the stream
         _, run = run_example(demo_host, "taesdv_streaming_decode.json", demo_files=True)

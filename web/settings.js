@@ -25,8 +25,8 @@ export const settings = [
   {
     id: SETTING_ENABLED,
     category: ["TAESDV", "Previews", "Enabled"],
-    name: "Animated TAESDV previews for every SD-family sampler (no node needed)",
-    tooltip: "Server-wide. The TAESDV Latent Preview node turns previews on for one model, with its own settings.",
+    name: "Animated TAESDV previews for every sampler with a matching tiny decoder (no node needed)",
+    tooltip: "Server-wide: SD1.x/SD2.x/SVD (TAESDV), Wan/HunyuanVideo/LTX (TAEHV) and SDXL/SD3/FLUX (image TAESD), with a matching file in models/vae_approx. The TAESDV Latent Preview node turns previews on for one model, with its own settings.",
     type: "boolean",
     defaultValue: false,
     onChange: sendOnChange((value) => ({ enabled: !!value })),

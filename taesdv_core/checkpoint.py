@@ -169,10 +169,14 @@ def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str
                 f"it: {detail}); nothing in it was executed"
             ) from None
         except Exception as e:  # torch's safe unpickler raises many types on corrupt bytes; none executes code
-            raise CheckpointError(
-                f"checkpoint '{name}' could not be read: it looks truncated or corrupt ({type(e).__name__}); "
-                f"download it again and check its git blob id ({OFFICIAL_BLOB_ID})"
-            ) from None
+            # torch.save writes a zip (PK..), older PyTorch a pickle (0x80): anything else is another kind of file
+            if not head.startswith((b"PK\x03\x04", b"\x80")):
+                raise CheckpointError(f"checkpoint '{name}' could not be read: it is not a PyTorch or safetensors "
+                                      f"checkpoint ({type(e).__name__}); pick a tiny-autoencoder .pth or "
+                                      ".safetensors file") from None
+            again = f" and check its git blob id ({OFFICIAL_BLOB_ID})" if "taesdv" in name.lower() else ""
+            raise CheckpointError(f"checkpoint '{name}' could not be read: it looks truncated or corrupt "
+                                  f"({type(e).__name__}); download it again{again}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):

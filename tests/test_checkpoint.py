@@ -148,6 +148,13 @@ def test_taehv_family_file_is_named_with_its_latent_channels(tmp_path):
         load_taesdv(save(tmp_path, "taew2_1.pth", sd))
 
 
+def test_a_file_that_is_no_checkpoint_is_named_so_not_called_truncated(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("these are not weights\n")
+    with pytest.raises(CheckpointError, match=r"'notes.pth' could not be read: it is not a PyTorch or safetensors checkpoint"):
+        load_taesdv(str(path))
+
+
 def test_full_diffusion_checkpoint_is_named(tmp_path):
     sd = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
           "first_stage_model.decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}

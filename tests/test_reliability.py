@@ -71,7 +71,7 @@ def bad_checkpoints(comfy, tmp_path_factory):
 
 @pytest.mark.parametrize("name,message", [
     ("taesdv_empty.pth", r"'taesdv_empty.pth' is empty \(0 bytes\); download taesdv.pth again"),
-    ("taesdv_random.pth", r"'taesdv_random.pth' (is not a PyTorch or safetensors file|could not be read: it looks truncated or corrupt)"),
+    ("taesdv_random.pth", r"'taesdv_random.pth' (is not a PyTorch or safetensors file|could not be read: it (looks truncated or corrupt|is not a PyTorch or safetensors checkpoint))"),
     ("taesdv_truncated.pth", r"'taesdv_truncated.pth' could not be read: it looks truncated or corrupt"),
     ("taesdv_evil.pth", r"'taesdv_evil.pth' was refused: it holds Python objects \(.*open\) that would run code.*Nothing in it was executed"),
     ("taesdv_missing.pth", r"1 missing \(e.g. decoder.19.bias\)"),

@@ -124,8 +124,9 @@ def run_in_chunks(total: int, chunk: int, work: Callable[[int, int], None], devi
                   progress: ProgressFn | None = None, multiple: int = 1) -> None:
     """Call work(start, length) over [0, total) in chunks of `chunk` (a multiple of `multiple`).
 
-    An out-of-memory error in a chunk retries it at half the length (work must commit nothing
-    before it returns); one at the smallest length is raised.
+    An out-of-memory error in a chunk retries it at half the length (work may have written output
+    that the retry writes again identically, but must not commit state before it returns); one at
+    the smallest length is raised.
     """
     chunk = max(multiple, chunk // multiple * multiple)
     done = 0
@@ -344,6 +345,7 @@ class DecodeStream:
                 if dropped < frames.shape[1]:
                     sink.put(first, frames[:, dropped:])
                     first += frames.shape[1] - dropped
+                del frames  # not held while the next step runs
             state["memory"] = memory
 
         with torch.inference_mode(), fp32_precision(decoder):
@@ -371,8 +373,10 @@ class DecodeStream:
             yield forward(latents, memory)
             return
         for i in range(latents.shape[1]):
-            frames, memory = forward(latents[:, i:i + 1], memory)
-            yield frames, memory
+            step = forward(latents[:, i:i + 1], memory)
+            memory = step[1]
+            yield step
+            del step  # the step's frames are the caller's now
 
 
 def decode(decoder: ChunkDecoder, latents: torch.Tensor, chunk_frames: int | None = None,

@@ -61,12 +61,14 @@ def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
 def upsampled_conv(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
     """conv(nearest 2x upsampling of x), then ReLU if `relu`: (N, C, h, w) -> (N, K, 2h, 2w).
 
-    For a 3x3, padding 1, stride 1 conv on CPUs: one oneDNN conv of the four phase kernels
-    (padding 1, so output (h+1) x (w+1)) on x itself, then each phase is copied into its rows and
-    columns of the output; phase (a, b) of output pixel (i, j) sits at [i + a, j + b].
+    For a plain 3x3 conv (padding 1 with zeros, stride 1) on CPUs: one oneDNN conv of the four
+    phase kernels (padding 1, so output (h+1) x (w+1)) on x itself, then each phase is copied
+    into its rows and columns of the output: output pixel (2i + a, 2j + b) is phase (a, b) at
+    [i + a, j + b]. That output is channels_last; elsewhere it keeps PyTorch's layout.
     """
     if (conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1)
-            and conv.groups == 1 and _fusable(conv, x)):
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and _fusable(conv, x)):
         n, _, h, w = x.shape
         k = conv.out_channels
         kernels = _phase_kernels(conv.weight).contiguous(memory_format=torch.channels_last)

@@ -147,7 +147,6 @@ class TAESDEncoder(ChunkEncoder):
     def __init__(self, latent_channels: int = 4, pooled: bool = False, family: str = "TAESD"):
         n = WIDTH
         mid = PooledBlock if pooled else (lambda n: Block(n, n))
-        # Each official `Upsample(2), conv` is `Identity, UpsampledConv` here: same keys.
         super().__init__(
             conv(3, n), Block(n, n),
             conv(n, n, stride=2, bias=False), Block(n, n), Block(n, n), Block(n, n),

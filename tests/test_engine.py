@@ -86,6 +86,15 @@ def test_conv_after_nearest_upsampling_equals_upsample_then_conv(cpu_path, bias,
     assert rel_err(got, expected.relu() if relu else expected) < 1e-5
 
 
+@pytest.mark.parametrize("kwargs", [{"dilation": 2}, {"padding_mode": "reflect"}])
+def test_convs_the_phase_split_does_not_fit_upsample_first(kwargs):
+    from taesdv_core.fused_ops import upsampled_conv
+
+    conv = torch.nn.Conv2d(5, 7, 3, **{"padding": 1, **kwargs}).to(memory_format=torch.channels_last).requires_grad_(False)
+    x = torch.randn(2, 5, 4, 5).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(upsampled_conv(conv, x), conv(F.interpolate(x, scale_factor=2, mode="nearest")))
+
+
 @pytest.mark.parametrize("frame_major", [False, True])
 def test_several_clips_decode_independently(model, state_dict, frame_major, monkeypatch):
     set_frame_by_frame(monkeypatch, frame_major)

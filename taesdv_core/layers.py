@@ -65,6 +65,24 @@ class Block(nn.Module):
         return conv_add_relu(third, h, self.skip(x))
 
 
+def shift_in_time(contribution: torch.Tensor, memory: torch.Tensor | None, n_frames: int):
+    """What each frame of a chunk hands the next -> (what each frame gets from the frame before,
+    or None for a lone first frame without memory; the memory for the next chunk).
+
+    contribution: (N*T, C, H, W), T = n_frames per clip. memory: (N, C, H, W) from the previous
+    chunk, or None at a clip's start (zeros). Both results are channels_last; the memory is a
+    copy, since a view of the last frame would keep the whole chunk's contribution alive.
+    """
+    if n_frames == 1:
+        return memory, contribution
+    nt, ch, h, w = contribution.shape
+    per_clip = contribution.view(nt // n_frames, n_frames, ch, h, w)
+    start = torch.zeros_like(per_clip[:, :1]) if memory is None else memory.unsqueeze(1)
+    from_past = torch.cat([start, per_clip[:, :-1]], 1).view(nt, ch, h, w)
+    return (from_past.contiguous(memory_format=torch.channels_last),
+            per_clip[:, -1].clone(memory_format=torch.channels_last))
+
+
 class MemBlock(nn.Module):
     """A Block whose first conv also sees the past: conv0(cat[x_t, x_{t-1}]), x_{-1} = 0.
 
@@ -90,16 +108,8 @@ class MemBlock(nn.Module):
         own_weight = first.weight[:, :n_in].contiguous(memory_format=torch.channels_last)
         past_weight = first.weight[:, n_in:].contiguous(memory_format=torch.channels_last)
         contribution = first._conv_forward(x, past_weight, None)  # what each frame adds to the next
-        if n_frames == 1:
-            from_past, new_memory = memory, contribution
-        else:  # frame t gets the contribution of frame t-1; the first frame the carried memory
-            nt, ch, h, w = contribution.shape
-            per_clip = contribution.view(nt // n_frames, n_frames, ch, h, w)
-            start = torch.zeros_like(per_clip[:, :1]) if memory is None else memory.unsqueeze(1)
-            from_past = torch.cat([start, per_clip[:, :-1]], 1).view(nt, ch, h, w)
-            from_past = from_past.contiguous(memory_format=torch.channels_last)
-            # a copy: a view of the last frame would keep the whole chunk's contribution alive
-            new_memory = per_clip[:, -1].clone(memory_format=torch.channels_last)
+        # frame t gets the contribution of frame t-1; the first frame the carried memory
+        from_past, new_memory = shift_in_time(contribution, memory, n_frames)
         if from_past is None:  # a clip's first frame: zero past contributes nothing
             h1 = conv_relu(first, x, weight=own_weight)
         else:

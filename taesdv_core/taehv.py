@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv
+from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv, shift_in_time
 from .fused_ops import conv_relu
 
 DECODER_WIDTHS = (256, 128, 64, 64)
@@ -107,7 +107,7 @@ class LeakyMemBlock(MemBlock):
         first, _, second, _, third = self.conv
         n_in = x.shape[1]
         contribution = first._conv_forward(x, first.weight[:, n_in:], None)
-        from_past, new_memory = _shift_in_time(contribution, memory, n_frames)
+        from_past, new_memory = shift_in_time(contribution, memory, n_frames)
         h = first._conv_forward(x, first.weight[:, :n_in], first.bias)
         if from_past is not None:
             h = h + from_past
@@ -134,24 +134,12 @@ class SuperMemBlock(MemBlock):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None, n_frames: int):
         depthwise, expand, _, project = self.conv
-        nt, c, h, w = x.shape
-        per_clip = x.view(nt // n_frames, n_frames, c, h, w)
-        start = torch.zeros_like(per_clip[:, :1]) if memory is None else memory.unsqueeze(1)
-        past = torch.cat([start, per_clip[:, :-1]], 1).view(nt, c, h, w)
+        past, new_memory = shift_in_time(x, memory, n_frames)
+        if past is None:  # a clip's first frame: its past is zeros
+            past = torch.zeros_like(x)
         both = torch.cat([x, past], 1).contiguous(memory_format=torch.channels_last)
         y = project(conv_relu(expand, depthwise(both)))
-        return y + x, per_clip[:, -1].clone(memory_format=torch.channels_last)  # not a view: see MemBlock
-
-
-def _shift_in_time(contribution: torch.Tensor, memory: torch.Tensor | None, n_frames: int):
-    """(what each frame hands the next, memory of the previous chunk) -> (what each frame gets
-    from the past or None for a lone first frame, the new memory)."""
-    if n_frames == 1:
-        return memory, contribution
-    nt, ch, h, w = contribution.shape
-    per_clip = contribution.view(nt // n_frames, n_frames, ch, h, w)
-    start = torch.zeros_like(per_clip[:, :1]) if memory is None else memory.unsqueeze(1)
-    return torch.cat([start, per_clip[:, :-1]], 1).view(nt, ch, h, w), per_clip[:, -1].clone()
+        return y + x, new_memory
 
 
 class ConvAct(nn.Conv2d):

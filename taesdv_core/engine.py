@@ -340,12 +340,11 @@ class DecodeStream:
             first = start * decoder.time_scale + trim  # trim < 0 drops the clip's first frames
             memory = state["memory"]
             for frames, memory in self._steps(latents[:, start:start + length].to(device, dtype), memory):
-                dropped = min(max(0, -first), frames.shape[1])
-                first += dropped
-                if dropped < frames.shape[1]:
-                    sink.put(first, frames[:, dropped:])
-                    first += frames.shape[1] - dropped
-                del frames  # not held while the next step runs
+                kept = frames[:, max(0, -first):]
+                if kept.shape[1]:
+                    sink.put(max(0, first), kept)
+                first += frames.shape[1]
+                del frames, kept  # not held while the next step runs
             state["memory"] = memory
 
         with torch.inference_mode(), fp32_precision(decoder):

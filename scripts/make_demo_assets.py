@@ -91,12 +91,13 @@ def make_checkpoint(path: str, comfyui: str, seed: int = 0) -> None:
     os.replace(path + ".part", path)
 
 
-def _save_random(path: str, module_class) -> None:
-    """A module of this pack with PyTorch's random initialisation, saved as a .pth state dict."""
+def _save_random(path: str, make_module) -> None:
+    """A module of this pack (`make_module()`: a class or factory) with PyTorch's random
+    initialisation, saved as a .pth state dict."""
     import torch
 
     torch.manual_seed(0)
-    torch.save(module_class().state_dict(), path + ".part")
+    torch.save(make_module().state_dict(), path + ".part")
     os.replace(path + ".part", path)
 
 
@@ -116,14 +117,10 @@ def make_taesd(path: str) -> None:
 
 def make_taehv(path: str) -> None:
     sys.path.insert(0, ROOT)
-    import torch
+    from taesdv_core.loading import TinyAutoencoder
     from taesdv_core.taehv import TAEHVDecoder, TAEHVEncoder
 
-    torch.manual_seed(0)
-    sd = {f"encoder.{k}": v for k, v in TAEHVEncoder().state_dict().items()}
-    sd.update({f"decoder.{k}": v for k, v in TAEHVDecoder().state_dict().items()})
-    torch.save(sd, path + ".part")
-    os.replace(path + ".part", path)
+    _save_random(path, lambda: TinyAutoencoder(TAEHVEncoder(), TAEHVDecoder(), "demo"))  # encoder.*, decoder.*
 
 
 def _frames(count: int, size: int = 256):

@@ -174,8 +174,14 @@ class ChunkDecoder(nn.Sequential):
         unclamped, untrimmed; memory for the next chunk). memory None starts new clips."""
         n, t = latents.shape[:2]
         x = latents.reshape(n * t, *latents.shape[2:]).contiguous(memory_format=torch.channels_last)
-        x, memory = run_with_memory(self, x, memory, t)
+        x, memory = self.run_layers(x, memory, t)
         return x.reshape(n, x.shape[0] // n, *x.shape[1:]), memory
+
+    def run_layers(self, x: torch.Tensor, memory: list[torch.Tensor] | None,
+                   n_frames: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The layers in order over (N*T, C, h, w), as run_with_memory; a decoder whose layers
+        run better in another grouping overrides this (same result)."""
+        return run_with_memory(self, x, memory, n_frames)
 
 
 class ChunkEncoder(nn.Sequential):

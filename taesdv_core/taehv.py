@@ -33,8 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv, shift_in_time
-from .fused_ops import conv_relu
+from .fused_ops import conv_relu, upsampled_conv_pair
+from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv, run_with_memory, shift_in_time
 
 DECODER_WIDTHS = (256, 128, 64, 64)
 SUPER_WIDTHS = (512, 256, 128, 64)
@@ -322,6 +322,22 @@ class TAEHVDecoder(_TAEHVDecoderBase):
         if leaky:
             layers.append(UnitRange())
         super().__init__(*layers)
+
+    LAST_UP = 20  # the last upsampled conv; its activation and the final conv follow it
+
+    def run_layers(self, x, memory, n_frames):
+        """As run_with_memory, except that the last upsampled conv, its activation and the final
+        conv run as one (fused_ops.upsampled_conv_pair: their full-size 64-channel activation,
+        the decode's largest tensor, is never built on CPUs)."""
+        layers = list(self)  # (slicing a Sequential would construct this class)
+        up, act, final = layers[self.LAST_UP:self.LAST_UP + 3]
+        if not isinstance(up, UpsampledConv):  # space upscaling off: nothing to fuse
+            return super().run_layers(x, memory, n_frames)
+        x, memory = run_with_memory(layers[:self.LAST_UP], x, memory, n_frames)
+        x = upsampled_conv_pair(up, final, x, up.relu, None if isinstance(act, nn.Identity) else act)
+        for layer in layers[self.LAST_UP + 3:]:
+            x = layer(x)
+        return x, memory
 
     def rebuilt(self, time_upscale: bool, space_upscale: bool) -> "TAEHVDecoder":
         """An untrained decoder of this layout with other time/space options."""

@@ -86,6 +86,33 @@ def test_conv_after_nearest_upsampling_equals_upsample_then_conv(cpu_path, bias,
     assert rel_err(got, expected.relu() if relu else expected) < 1e-5
 
 
+@pytest.mark.parametrize("cpu_path", [True, False])
+@pytest.mark.parametrize("relu,act", [(True, None), (False, torch.nn.LeakyReLU(0.2)), (False, None)])
+@pytest.mark.parametrize("height,width,band_pixels", [(1, 1, 16384), (3, 5, 16384), (8, 7, 16384), (8, 7, 8), (9, 4, 10)])
+def test_two_convs_after_nearest_upsampling_equal_upsample_then_convs(cpu_path, relu, act, height, width, band_pixels, monkeypatch):
+    # CPUs run conv, activation, conv on the four phases, in bands of rows, never building the
+    # full-size activation; elsewhere it upsamples first.
+    import taesdv_core.fused_ops as fused_ops
+
+    pair_kernels = []
+    conv_on_phases_kernels = fused_ops._conv_on_phases_kernels
+    monkeypatch.setattr(fused_ops, "_conv_on_phases_kernels", lambda w: pair_kernels.append(w) or conv_on_phases_kernels(w))
+    monkeypatch.setattr(fused_ops, "PAIR_BAND_PIXELS", band_pixels)
+    if not cpu_path:
+        monkeypatch.setattr(fused_ops, "_fusable", lambda *tensors: False)
+    torch.manual_seed(10 * height + width)
+    first = torch.nn.Conv2d(5, 6, 3, padding=1, bias=False).to(memory_format=torch.channels_last).requires_grad_(False)
+    second = torch.nn.Conv2d(6, 3, 3, padding=1).to(memory_format=torch.channels_last).requires_grad_(False)
+    x = torch.randn(2, 5, height, width).contiguous(memory_format=torch.channels_last)
+    between = first(F.interpolate(x, scale_factor=2, mode="nearest"))
+    between = between.relu() if relu else between
+    expected = second(between if act is None else act(between.clone()))
+    got = fused_ops.upsampled_conv_pair(first, second, x, relu, act)
+    assert len(pair_kernels) == (1 if cpu_path else 0)
+    assert got.shape == (2, 3, 2 * height, 2 * width)
+    assert rel_err(got, expected) < 1e-5
+
+
 @pytest.mark.parametrize("kwargs", [{"dilation": 2}, {"padding_mode": "reflect"}])
 def test_convs_the_phase_split_does_not_fit_upsample_first(kwargs):
     from taesdv_core.fused_ops import upsampled_conv

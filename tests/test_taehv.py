@@ -141,6 +141,26 @@ def test_decode_equals_comfyui_taehv(host_taehv, sds, variant, filename, paralle
     assert rel_err(got, expected) < 1e-5
 
 
+@pytest.mark.parametrize("variant,filename", [("wan2_1", None), ("hv1_5", "lighttaehy1_5.pth")])
+def test_cpu_decode_runs_the_last_upsampled_conv_and_final_conv_on_phases(sds, variant, filename, monkeypatch):
+    # fused_ops.upsampled_conv_pair: the full-size last activation is never built on CPUs
+    import taesdv_core.fused_ops as fused_ops
+
+    _, decoder, _ = taehv_from_state_dict(sds[variant], filename)
+    latents = latents_for(variant, 3, 4, 3)
+    generic = decoder.rebuilt(True, True)  # the same layers run one by one
+    generic.load_state_dict(decoder.state_dict())
+    generic.run_layers = lambda x, memory, n: super(TAEHVDecoder, generic).run_layers(x, memory, n)
+    pairs = []
+    monkeypatch.setattr(fused_ops, "_conv_on_phases_kernels", lambda w, f=fused_ops._conv_on_phases_kernels: pairs.append(w) or f(w))
+    got = decode(decoder, latents, clamp=False)
+    assert len(pairs) > 0
+    pairs.clear()
+    expected = decode(generic, latents, clamp=False)
+    assert pairs == []
+    assert rel_err(got, expected) < 1e-5
+
+
 def test_32_channel_file_without_lighttae_name_is_madebyollins_relu_taehv1_5(sds, models):
     _, relu, _ = models["hv1_5"]
     _, leaky, _ = taehv_from_state_dict(sds["hv1_5"], "lighttaehy1_5.pth")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .fused_ops import conv_add_relu, conv_relu, upsampled_conv
+from .fused_ops import conv_add_relu, conv_relu, runs_frame_by_frame, upsampled_conv
 
 
 def conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
@@ -118,24 +118,43 @@ class MemBlock(nn.Module):
         return conv_add_relu(third, h1, self.skip(x)), new_memory
 
 
-def run_with_memory(layers, x: torch.Tensor, memory: list[torch.Tensor] | None,
-                    n_frames: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def run_with_memory(layers, x: torch.Tensor, memory: list[torch.Tensor] | None, n_frames: int,
+                    grown_frames_one_by_one: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run a decoder's layers over one chunk, handing each MemBlock its memory.
 
     x: (N*T, C, h, w), T = n_frames per clip. memory: one tensor per MemBlock, in layer order,
     from the previous chunk of the same clips (None at a clip's start). A layer with a
-    `time_scale` attribute (TAEHV's TGrow) multiplies the frames per clip after it.
-    Returns the output and the memory for the next chunk.
+    `time_scale` attribute (TAEHV's TGrow) multiplies the frames per clip after it, one with
+    `time_pool` divides them. With `grown_frames_one_by_one` the frames such a layer makes go
+    through the layers after it one at a time, in order (CPUs: batch-1 oneDNN convs are faster,
+    a frame's activations stay in cache, and a MemBlock's past is the frame before, uncopied).
+    Layers may be plain callables (a decoder's fused group of layers). Returns the output (clips
+    in order, frames in time order within each) and the memory for the next chunk.
     """
-    new_memory: list[torch.Tensor] = []
-    for layer in layers:
+    layers = list(layers)
+    slot, blocks = {}, 0  # layer index -> its MemBlock's place in `memory`
+    for i, layer in enumerate(layers):
         if isinstance(layer, MemBlock):
-            x, m = layer(x, None if memory is None else memory[len(new_memory)], n_frames)
-            new_memory.append(m)
-        else:
+            slot[i], blocks = blocks, blocks + 1
+    state = list(memory) if memory is not None else [None] * blocks
+
+    def run(first: int, x: torch.Tensor, n: int) -> torch.Tensor:
+        for i in range(first, len(layers)):
+            layer = layers[i]
+            if isinstance(layer, MemBlock):
+                x, state[slot[i]] = layer(x, state[slot[i]], n)
+                continue
             x = layer(x)
-            n_frames = n_frames * getattr(layer, "time_scale", 1) // getattr(layer, "time_pool", 1)
-    return x, new_memory
+            grown = getattr(layer, "time_scale", 1)
+            n = n * grown // getattr(layer, "time_pool", 1)
+            if grown_frames_one_by_one and grown > 1 and n > 1:
+                clips = x.shape[0] // n
+                by_time = x.view(clips, n, *x.shape[1:])
+                outs = [run(i + 1, by_time[:, t].contiguous(memory_format=torch.channels_last), 1) for t in range(n)]
+                return torch.stack([o.view(clips, -1, *o.shape[1:]) for o in outs], 1).flatten(0, 2)
+        return x
+
+    return run(0, x, n_frames), state
 
 
 class ChunkDecoder(nn.Sequential):
@@ -179,9 +198,15 @@ class ChunkDecoder(nn.Sequential):
 
     def run_layers(self, x: torch.Tensor, memory: list[torch.Tensor] | None,
                    n_frames: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The layers in order over (N*T, C, h, w), as run_with_memory; a decoder whose layers
-        run better in another grouping overrides this (same result)."""
-        return run_with_memory(self, x, memory, n_frames)
+        """run_with_memory over grouped_layers(); where a chunk runs frame by frame (CPUs), so do
+        the frames a layer multiplies into (TAEHV's TGrow)."""
+        return run_with_memory(self.grouped_layers(), x, memory, n_frames,
+                               grown_frames_one_by_one=runs_frame_by_frame(x.device))
+
+    def grouped_layers(self) -> list:
+        """The layers in order; a decoder may put one callable in place of several consecutive
+        layers that computes the same faster (TAEHV's last upsampled conv and final conv)."""
+        return list(self)
 
 
 class ChunkEncoder(nn.Sequential):

@@ -27,6 +27,7 @@ Variants, all told apart by tensors alone (`taehv_from_state_dict`):
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -34,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fused_ops import conv_relu, upsampled_conv_pair
-from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv, run_with_memory, shift_in_time
+from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv, shift_in_time
 
 DECODER_WIDTHS = (256, 128, 64, 64)
 SUPER_WIDTHS = (512, 256, 128, 64)
@@ -325,19 +326,17 @@ class TAEHVDecoder(_TAEHVDecoderBase):
 
     LAST_UP = 20  # the last upsampled conv; its activation and the final conv follow it
 
-    def run_layers(self, x, memory, n_frames):
-        """As run_with_memory, except that the last upsampled conv, its activation and the final
-        conv run as one (fused_ops.upsampled_conv_pair: their full-size 64-channel activation,
-        the decode's largest tensor, is never built on CPUs)."""
-        layers = list(self)  # (slicing a Sequential would construct this class)
+    def grouped_layers(self) -> list:
+        """The layers, with the last upsampled conv, its activation and the final conv as one
+        (fused_ops.upsampled_conv_pair: on CPUs their full-size 64-channel activation, the
+        decode's largest tensor, is never built)."""
+        layers = list(self)
         up, act, final = layers[self.LAST_UP:self.LAST_UP + 3]
         if not isinstance(up, UpsampledConv):  # space upscaling off: nothing to fuse
-            return super().run_layers(x, memory, n_frames)
-        x, memory = run_with_memory(layers[:self.LAST_UP], x, memory, n_frames)
-        x = upsampled_conv_pair(up, final, x, up.relu, None if isinstance(act, nn.Identity) else act)
-        for layer in layers[self.LAST_UP + 3:]:
-            x = layer(x)
-        return x, memory
+            return layers
+        tail = functools.partial(upsampled_conv_pair, up, final, relu=up.relu,
+                                 act=None if isinstance(act, nn.Identity) else act)
+        return layers[:self.LAST_UP] + [tail] + layers[self.LAST_UP + 3:]
 
     def rebuilt(self, time_upscale: bool, space_upscale: bool) -> "TAEHVDecoder":
         """An untrained decoder of this layout with other time/space options."""

@@ -56,3 +56,14 @@ def random_image_taesd(part="decoder", latent_channels=4, seed=0):
 
     torch.manual_seed(seed)
     return (TAESDDecoder if part == "decoder" else TAESDEncoder)(latent_channels).state_dict()
+
+
+def set_frame_by_frame(monkeypatch, on: bool) -> None:
+    """Choose how chunks run: frame by frame (the CPU path: one latent frame per step, and the
+    frames TAEHV's TGrow makes one at a time) or as one batch (the GPU path)."""
+    import taesdv_core.engine as engine
+    import taesdv_core.layers as layers
+
+    monkeypatch.setattr(engine, "runs_frame_by_frame", lambda device: on)
+    monkeypatch.setattr(layers, "runs_frame_by_frame", lambda device: on)
+

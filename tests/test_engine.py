@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import set_frame_by_frame
 from reference_taesdv import official_layout_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, InputError, TAESDV, decode, encode, model_from_state_dict
 from taesdv_core.engine import ACCELERATOR_CHUNK_FRAMES, auto_chunk_frames
@@ -13,13 +14,6 @@ from taesdv_core.model import TAESDVDecoder
 
 def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
-
-
-def set_frame_by_frame(monkeypatch, on: bool) -> None:
-    """Choose how chunks run: frame by frame (the CPU path) or as one batch (the GPU path)."""
-    import taesdv_core.engine as engine
-
-    monkeypatch.setattr(engine, "runs_frame_by_frame", lambda device: on)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from helpers import set_frame_by_frame
 from taesdv_core import CheckpointError, decode
 from taesdv_core.fast_latent_decoders import (TAE192Decoder, TemporalTAEDecoder, fast_decoder_from_state_dict,
                                               identify_fast_decoder)
@@ -83,12 +84,6 @@ def test_tae192_loads_autoencoder_tiny_file_and_equals_its_decode(tae192):
 def test_tae192_bare_decoder_layout_loads_too(tae192):
     sd = {k[len("decoder."):]: v for k, v in tae192.state_dict().items() if k.startswith("decoder.")}
     assert isinstance(fast_decoder_from_state_dict(sd), TAE192Decoder)
-
-
-def set_frame_by_frame(monkeypatch, on: bool) -> None:
-    import taesdv_core.engine as engine
-
-    monkeypatch.setattr(engine, "runs_frame_by_frame", lambda device: on)
 
 
 @pytest.mark.parametrize("frames", [8, 13, 17])

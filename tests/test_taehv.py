@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from helpers import set_frame_by_frame
 from reference_taehv import VARIANTS, layout, random_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, decode, encode
 from taesdv_core.taehv import TAEHVDecoder, TAEHVSuperDecoder, identify_taehv, taehv_from_state_dict
@@ -21,12 +22,6 @@ def rel_err(a, b):
 
 def latents_for(variant, t, h=3, w=4, n=1, seed=0):
     return torch.randn(n, t, VARIANTS[variant][0], h, w, generator=torch.Generator().manual_seed(seed))
-
-
-def set_frame_by_frame(monkeypatch, on: bool) -> None:
-    import taesdv_core.engine as engine
-
-    monkeypatch.setattr(engine, "runs_frame_by_frame", lambda device: on)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +145,7 @@ def test_cpu_decode_runs_the_last_upsampled_conv_and_final_conv_on_phases(sds, v
     latents = latents_for(variant, 3, 4, 3)
     generic = decoder.rebuilt(True, True)  # the same layers run one by one
     generic.load_state_dict(decoder.state_dict())
-    generic.run_layers = lambda x, memory, n: super(TAEHVDecoder, generic).run_layers(x, memory, n)
+    generic.grouped_layers = lambda: list(generic)
     pairs = []
     monkeypatch.setattr(fused_ops, "_conv_on_phases_kernels", lambda w, f=fused_ops._conv_on_phases_kernels: pairs.append(w) or f(w))
     got = decode(decoder, latents, clamp=False)

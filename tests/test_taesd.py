@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import set_frame_by_frame
 from taesdv_core import CheckpointError, decode, encode
 from taesdv_core.taesd import (VARIANTS, TAESDDecoder, TAESDEncoder, identify_taesd, latent_to_taesd,
                                taesd_from_state_dict, taesd_input_mapping, taesd_to_latent)
@@ -96,12 +97,6 @@ def reference_encode(sd, x, pooled):
         for i in blocks:
             x = ref_block(sd, f"{i}.", x, pooled and down == 10)
     return F.conv2d(x, sd["14.weight"], sd["14.bias"], padding=1)
-
-
-def set_frame_by_frame(monkeypatch, on: bool) -> None:
-    import taesdv_core.engine as engine
-
-    monkeypatch.setattr(engine, "runs_frame_by_frame", lambda device: on)
 
 
 # --- equality with the host -------------------------------------------------------------------

@@ -45,6 +45,11 @@ MODES = ("auto", "host-sequential", "host-parallel")
 # decode then reads anywhere from 150 to 400 MiB in either mode, depending on what the warm-up
 # left. With the threshold fixed, the peak is that of the memory actually live at once.
 LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+# By default glibc returns large freed blocks to the system, and the next allocation faults
+# fresh zeroed pages in: both decoders pay for that per frame, the host far more (it allocates
+# more). The second timing runs in a process whose allocator keeps what it was given (as
+# jemalloc or tcmalloc would), so the table shows how much of the gap that accounts for.
+KEEP_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 
 
 def host_module():
@@ -98,6 +103,26 @@ def timing(sd, t, h, w, repeats):
             {m: statistics.median(v) for m, v in cpu.items()})
 
 
+def timing_child(t, h, w, repeats):
+    sd = random_state_dict("wan2_1", seed=0)
+    medians, all_times, errors, _, cpu = timing(sd, t, h, w, repeats)
+    print(json.dumps({"median_seconds": medians, "all_seconds": all_times, "median_cpu_seconds": cpu,
+                      "rel_err_vs_host_sequential": errors}))
+
+
+def print_timing(medians, all_times, cpu, errors):
+    fastest_host = min(medians["host-sequential"], medians["host-parallel"])
+    fastest_host_cpu = min(cpu["host-sequential"], cpu["host-parallel"])
+    # CPU seconds (all threads of this process) are reported beside wall time: with other
+    # processes on the machine they move much less than wall time does.
+    print(f"{'mode':16} {'median s':>9}  {'runs':24} {'x fastest host':>14}  {'median CPU s':>12} {'x (CPU)':>8}  {'rel err vs host':>15}")
+    for mode in MODES:
+        runs = ", ".join(f"{x:.2f}" for x in all_times[mode])
+        print(f"{mode:16} {medians[mode]:9.2f}  {runs:24} {fastest_host / medians[mode]:14.2f}  "
+              f"{cpu[mode]:12.2f} {fastest_host_cpu / cpu[mode]:8.2f}  {errors[mode]:15.1e}", flush=True)
+    return fastest_host / medians["auto"], fastest_host_cpu / cpu["auto"]
+
+
 def memory_child(mode, t, h, w):
     sd = random_state_dict("wan2_1", seed=0)
     run = make_runners(sd)[mode]
@@ -148,11 +173,15 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-child", nargs=4, metavar=("MODE", "T", "H", "W"), help=argparse.SUPPRESS)
+    parser.add_argument("--timing-child", nargs=3, type=int, metavar=("T", "H", "W"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_child:
         mode, t, h, w = args.memory_child
         memory_child(mode, int(t), int(h), int(w))
+        return
+    if args.timing_child:
+        timing_child(*args.timing_child, args.repeats)
         return
     t, h, w = (5, 16, 24) if args.quick else (13, 30, 52)
     lengths = (3, 5, 9) if args.quick else (13, 25, 49)
@@ -160,15 +189,14 @@ def main():
     print(f"TAEHV decode, Wan 2.1 layout, {t} latent frames of {h}x{w} -> {4 * t - 3} frames of "
           f"{8 * h}x{8 * w}, CPU fp32, {args.threads} threads, torch {torch.__version__}", flush=True)
     medians, all_times, errors, shape, cpu = timing(sd, t, h, w, args.repeats)
-    fastest_host = min(medians["host-sequential"], medians["host-parallel"])
-    fastest_host_cpu = min(cpu["host-sequential"], cpu["host-parallel"])
-    # CPU seconds (all threads of this process) are reported beside wall time: with other
-    # processes on the machine they move much less than wall time does.
-    print(f"{'mode':16} {'median s':>9}  {'runs':24} {'x fastest host':>14}  {'median CPU s':>12} {'x (CPU)':>8}  {'rel err vs host':>15}")
-    for mode in MODES:
-        runs = ", ".join(f"{x:.2f}" for x in all_times[mode])
-        print(f"{mode:16} {medians[mode]:9.2f}  {runs:24} {fastest_host / medians[mode]:14.2f}  "
-              f"{cpu[mode]:12.2f} {fastest_host_cpu / cpu[mode]:8.2f}  {errors[mode]:15.1e}")
+    speedup, cpu_speedup = print_timing(medians, all_times, cpu, errors)
+    print("the same, in a process whose allocator keeps freed memory (no fresh page faults):", flush=True)
+    cmd = [sys.executable, __file__, "--timing-child", str(t), str(h), str(w),
+           "--threads", str(args.threads), "--repeats", str(args.repeats)]
+    child = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **KEEP_MEMORY_ENV}, check=True)
+    keep_memory = json.loads(child.stdout.strip().splitlines()[-1])
+    keep_speedup, _ = print_timing(keep_memory["median_seconds"], keep_memory["all_seconds"],
+                                   keep_memory["median_cpu_seconds"], keep_memory["rel_err_vs_host_sequential"])
     print("peak memory (fresh process each), MiB: total / above the output", flush=True)
     memory = memory_sweep(lengths, h, w, args.threads)
     print(f"{'mode':16} " + " ".join(f"{'T=' + str(n):>16}" for n in lengths))
@@ -183,8 +211,9 @@ def main():
         "clip": {"latent": [1, t, 16, h, w], "frames": list(shape)}, "device": "cpu", "dtype": "fp32",
         "threads": args.threads, "torch": torch.__version__, "repeats": args.repeats, "quick": args.quick,
         "median_seconds": medians, "all_seconds": all_times, "rel_err_vs_host_sequential": errors,
-        "speedup_vs_fastest_host": fastest_host / medians["auto"], "median_cpu_seconds": cpu,
-        "cpu_speedup_vs_fastest_host": fastest_host_cpu / cpu["auto"], "memory": memory,
+        "speedup_vs_fastest_host": speedup, "median_cpu_seconds": cpu,
+        "cpu_speedup_vs_fastest_host": cpu_speedup, "memory": memory,
+        "allocator_keeps_memory": {**keep_memory, "env": KEEP_MEMORY_ENV, "speedup_vs_fastest_host": keep_speedup},
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     path = RESULTS.replace(".json", "-quick.json") if args.quick else RESULTS

@@ -132,29 +132,35 @@ def run_with_memory(layers, x: torch.Tensor, memory: list[torch.Tensor] | None, 
     in order, frames in time order within each) and the memory for the next chunk.
     """
     layers = list(layers)
-    slot, blocks = {}, 0  # layer index -> its MemBlock's place in `memory`
+    slots, blocks = {}, 0  # layer index -> its MemBlock's place in the memory list
     for i, layer in enumerate(layers):
         if isinstance(layer, MemBlock):
-            slot[i], blocks = blocks, blocks + 1
+            slots[i], blocks = blocks, blocks + 1
     state = list(memory) if memory is not None else [None] * blocks
+    return _run_from(0, layers, slots, state, x, n_frames, grown_frames_one_by_one), state
 
-    def run(first: int, x: torch.Tensor, n: int) -> torch.Tensor:
-        for i in range(first, len(layers)):
-            layer = layers[i]
-            if isinstance(layer, MemBlock):
-                x, state[slot[i]] = layer(x, state[slot[i]], n)
-                continue
-            x = layer(x)
-            grown = getattr(layer, "time_scale", 1)
-            n = n * grown // getattr(layer, "time_pool", 1)
-            if grown_frames_one_by_one and grown > 1 and n > 1:
-                clips = x.shape[0] // n
-                by_time = x.view(clips, n, *x.shape[1:])
-                outs = [run(i + 1, by_time[:, t].contiguous(memory_format=torch.channels_last), 1) for t in range(n)]
-                return torch.stack([o.view(clips, -1, *o.shape[1:]) for o in outs], 1).flatten(0, 2)
-        return x
 
-    return run(0, x, n_frames), state
+def _run_from(first: int, layers: list, slots: dict[int, int], state: list, x: torch.Tensor,
+              n_frames: int, grown_frames_one_by_one: bool) -> torch.Tensor:
+    """run_with_memory from layers[first] on, updating `state` (the MemBlocks' memory) in place.
+    (A function of its own: a closure that called itself would be a reference cycle holding
+    every step's memory until the garbage collector ran.)"""
+    for i in range(first, len(layers)):
+        layer = layers[i]
+        if isinstance(layer, MemBlock):
+            x, state[slots[i]] = layer(x, state[slots[i]], n_frames)
+            continue
+        x = layer(x)
+        grown = getattr(layer, "time_scale", 1)
+        n_frames = n_frames * grown // getattr(layer, "time_pool", 1)
+        if grown_frames_one_by_one and grown > 1 and n_frames > 1:
+            clips = x.shape[0] // n_frames
+            by_time = x.view(clips, n_frames, *x.shape[1:])
+            del x
+            outs = [_run_from(i + 1, layers, slots, state, by_time[:, t].contiguous(memory_format=torch.channels_last),
+                              1, True) for t in range(n_frames)]
+            return torch.stack([o.view(clips, -1, *o.shape[1:]) for o in outs], 1).flatten(0, 2)
+    return x
 
 
 class ChunkDecoder(nn.Sequential):

@@ -156,6 +156,27 @@ def test_cpu_decode_runs_the_last_upsampled_conv_and_final_conv_on_phases(sds, v
     assert rel_err(got, expected) < 1e-5
 
 
+@pytest.mark.parametrize("one_by_one", [True, False])
+def test_a_steps_memory_is_freed_as_soon_as_the_next_step_replaces_it(models, one_by_one, monkeypatch):
+    # No reference cycle may hold a step's memory (9 frames of activations) until the garbage
+    # collector happens to run: a long clip's peak would grow with every latent frame.
+    import gc
+    import weakref
+
+    set_frame_by_frame(monkeypatch, one_by_one)
+    decoder = models["wan2_1"][1]
+    latents = latents_for("wan2_1", 2)
+    gc.disable()
+    try:
+        with torch.inference_mode():
+            _, memory = decoder.forward_chunk(latents[:, :1], None)
+            first_memory = [weakref.ref(m) for m in memory]
+            _, memory = decoder.forward_chunk(latents[:, 1:], memory)
+            assert all(m() is None for m in first_memory)
+    finally:
+        gc.enable()
+
+
 def test_32_channel_file_without_lighttae_name_is_madebyollins_relu_taehv1_5(sds, models):
     _, relu, _ = models["hv1_5"]
     _, leaky, _ = taehv_from_state_dict(sds["hv1_5"], "lighttaehy1_5.pth")

@@ -129,6 +129,15 @@ def check_declared_sizes(path: str, name: str, is_safetensors: bool) -> None:
 MISSING_ADVICE = f"put taesdv.pth in models/vae_approx ({OFFICIAL_URL})"
 
 
+# torch.save writes a zip (PK..), older PyTorch a pickle (0x80): anything else is another kind of file
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _not_a_checkpoint(name: str, error: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint '{name}' could not be read: it is not a PyTorch or safetensors "
+                           f"checkpoint ({error}); pick a tiny-autoencoder .pth or .safetensors file")
+
+
 def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str, torch.Tensor]:
     """Tensors of a `.pth`/`.pt` (weights only) or `.safetensors` file, on the CPU. A missing file
     raises CheckpointError("checkpoint '<path>' does not exist; <missing_advice>")."""
@@ -162,6 +171,8 @@ def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str
                     "code when loaded, not only tensors. Nothing in it was executed. Use the official taesdv.pth "
                     f"({OFFICIAL_URL}) or a .safetensors file."
                 ) from None
+            if not head.startswith(CHECKPOINT_MAGIC):  # text or another format read as a pickle
+                raise _not_a_checkpoint(name, type(e).__name__) from None
             # never quote the file's bytes (e.g. "invalid load key, 'r'"): a link may point at a private file
             detail = "unsupported pickle operation" if "Unsupported operand" in text else "not a pickle of tensors"
             raise CheckpointError(
@@ -169,11 +180,8 @@ def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str
                 f"it: {detail}); nothing in it was executed"
             ) from None
         except Exception as e:  # torch's safe unpickler raises many types on corrupt bytes; none executes code
-            # torch.save writes a zip (PK..), older PyTorch a pickle (0x80): anything else is another kind of file
-            if not head.startswith((b"PK\x03\x04", b"\x80")):
-                raise CheckpointError(f"checkpoint '{name}' could not be read: it is not a PyTorch or safetensors "
-                                      f"checkpoint ({type(e).__name__}); pick a tiny-autoencoder .pth or "
-                                      ".safetensors file") from None
+            if not head.startswith(CHECKPOINT_MAGIC):
+                raise _not_a_checkpoint(name, type(e).__name__) from None
             again = f" and check its git blob id ({OFFICIAL_BLOB_ID})" if "taesdv" in name.lower() else ""
             raise CheckpointError(f"checkpoint '{name}' could not be read: it looks truncated or corrupt "
                                   f"({type(e).__name__}); download it again{again}") from None

@@ -34,7 +34,7 @@ SVD_PREVIEW_AND_DECODE = {
         "model": ["6", 0], "positive": ["3", 0], "negative": ["3", 1], "latent_image": ["3", 2], "seed": 0,
         "steps": 20, "cfg": 2.5, "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}},
     "8": {"class_type": "TAESDVDecode", "inputs": {
-        "taesdv": ["5", 0], "samples": ["7", 0], "chunk_frames": 0, "latent_scale": 0.18215}},
+        "taesdv": ["5", 0], "samples": ["7", 0], "chunk_frames": 0, "latent_scale": 0.0}},
     "9": {"class_type": "SaveAnimatedWEBP", "inputs": {
         "images": ["8", 0], "filename_prefix": "taesdv/svd", "fps": 6.0, "lossless": False, "quality": 90,
         "method": "default"}},
@@ -45,9 +45,9 @@ ROUNDTRIP = {
     "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
     "3": {"class_type": "TAESDVLoader", "inputs": {"model_name": "taesdv.pth", "dtype": "auto"}},
     "4": {"class_type": "TAESDVEncode", "inputs": {
-        "taesdv": ["3", 0], "pixels": ["2", 0], "chunk_frames": 0, "latent_scale": 0.18215}},
+        "taesdv": ["3", 0], "pixels": ["2", 0], "chunk_frames": 0, "latent_scale": 0.0}},
     "5": {"class_type": "TAESDVDecode", "inputs": {
-        "taesdv": ["3", 0], "samples": ["4", 0], "chunk_frames": 0, "latent_scale": 0.18215}},
+        "taesdv": ["3", 0], "samples": ["4", 0], "chunk_frames": 0, "latent_scale": 0.0}},
     "6": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": ["2", 2]}},  # the input's own fps
     "7": {"class_type": "SaveVideo", "inputs": {
         "video": ["6", 0], "filename_prefix": "taesdv/roundtrip", "format": "auto", "codec": "auto"}},
@@ -58,7 +58,7 @@ STREAMING = {
     "2": {"class_type": "LoadLatent", "inputs": {"latent": "next_piece.latent"}},
     "3": {"class_type": "TAESDVStreamingDecode", "inputs": {
         "taesdv": ["1", 0], "samples": ["2", 0], "stream_name": "live", "reset": False, "chunk_frames": 0,
-        "latent_scale": 0.18215}},
+        "latent_scale": 0.0}},
     "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
 }
 
@@ -74,7 +74,7 @@ DEMO_LIVE_PREVIEW = {
         "model": ["6", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 0,
         "steps": 6, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
     "8": {"class_type": "TAESDVDecode", "inputs": {
-        "taesdv": ["5", 0], "samples": ["7", 0], "chunk_frames": 0, "latent_scale": 0.18215}},
+        "taesdv": ["5", 0], "samples": ["7", 0], "chunk_frames": 0, "latent_scale": 0.0}},
     "9": {"class_type": "SaveAnimatedWEBP", "inputs": {
         "images": ["8", 0], "filename_prefix": "taesdv/demo", "fps": 8.0, "lossless": False, "quality": 90,
         "method": "default"}},

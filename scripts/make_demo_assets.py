@@ -15,7 +15,8 @@ BASE is a ComfyUI base folder (the one with models/ and input/). Writes, each on
   never picks it over a real file).
 - models/vae_approx/random-demo-taew2_1.pth: a TAEHV encoder and decoder of the Wan 2.1 layout
   with random weights (16-channel video latents, 4x time; pick it in the roundtrip example or
-  give it to the CLI; its name starts with no prefix ComfyUI's previewer looks for).
+  give it to the CLI; its name starts with no prefix ComfyUI's previewer looks for). Its clip is
+  mid-grey with colours that change from frame to frame, not the input's pictures.
 - input/example.png (256x256), input/example.mp4 (16 frames, 256x256, 12 fps),
   input/next_piece.latent (a ComfyUI Save Latent file, 4 frames of 32x32 latents).
 
@@ -120,7 +121,26 @@ def make_taehv(path: str) -> None:
     from taesdv_core.loading import TinyAutoencoder
     from taesdv_core.taehv import TAEHVDecoder, TAEHVEncoder
 
-    _save_random(path, lambda: TinyAutoencoder(TAEHVEncoder(), TAEHVDecoder(), "demo"))  # encoder.*, decoder.*
+    def visible_demo():  # encoder.*, decoder.*
+        import numpy as np
+        import torch
+
+        from taesdv_core import decode, encode
+
+        model = TinyAutoencoder(TAEHVEncoder(), TAEHVDecoder(), "demo")
+        # PyTorch's initialisation shrinks the signal through 30 layers: the clip would decode to
+        # near-black frames differing by under 1/255, which WebP encoders merge into one still.
+        # A gain on the final conv and a bias that centres a round trip of the test picture at
+        # mid-grey make a visible clip that changes from frame to frame (colours, not pictures).
+        final = model.decoder[22]
+        frames = torch.from_numpy(np.stack(_frames(8, 64))).float().div(255).permute(0, 3, 1, 2)[None]
+        with torch.no_grad():
+            final.weight.mul_(80)
+            raw = decode(model.decoder, encode(model.encoder, frames), clamp=False)
+            final.bias.sub_(raw.mean((0, 1, 3, 4)) - 0.5)
+        return model
+
+    _save_random(path, visible_demo)
 
 
 def _frames(count: int, size: int = 256):

@@ -138,7 +138,8 @@ def roundtrip_command(args) -> None:
     latents = _encode_frames(model.encoder, frames, args.chunk)
     writer = FrameWriter(args.output, fps=args.fps or fps)
     _decode_to(writer, model.decoder, latents, "chunked", args.chunk)
-    print(f"round-tripped {frames.shape[0]} frames in {time.perf_counter() - started:.2f}s -> {args.output}")
+    print(f"round-tripped {frames.shape[0]} frames -> {writer.count} frames ({model.decoder.family}) in "
+          f"{time.perf_counter() - started:.2f}s -> {args.output}")
 
 
 def build_parser() -> argparse.ArgumentParser:

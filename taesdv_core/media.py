@@ -66,7 +66,7 @@ class FrameWriter:
 
     def __init__(self, path: str, fps: float = 8.0):
         self.path, self.fps, self.kind = path, fps, output_kind(path)
-        self.count = 0
+        self.count = 0  # frames per clip written so far
         self._pending: list[torch.Tensor] = []
         if self.kind == "mp4":
             try:
@@ -88,9 +88,9 @@ class FrameWriter:
                 clip, frame = divmod(i, t)
                 name = f"frame_{self.count + frame:05d}.png" if n == 1 else f"clip{clip}_frame_{self.count + frame:05d}.png"
                 Image.fromarray(array).save(os.path.join(self.path, name))
-            self.count += t
         else:
             self._pending.append(frames.cpu())
+        self.count += frames.shape[1]  # frames per clip written so far
 
     def close(self) -> None:
         if self.kind == "folder" or not self._pending:

@@ -220,6 +220,7 @@ def test_a_taehv_file_encodes_and_round_trips_a_clip_of_1_plus_4k_frames(tmp_pat
     r = cli("roundtrip", tmp_path / "in", "-w", path, "-o", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     assert len(os.listdir(tmp_path / "out")) == 9
+    assert "round-tripped 9 frames -> 9 frames (TAEHV" in r.stdout
 
 
 def test_an_image_taesd_file_decodes_n_latent_frames_into_n_independent_images(tmp_path):

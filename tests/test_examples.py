@@ -132,6 +132,10 @@ def test_roundtrip_example_runs_through_the_taehv_demo_file(demo_host):
     with av.open(os.path.join(demo_host.base, "output", video["subfolder"], video["filename"])) as out:
         # 16 frames pad to 4 latent frames, which decode to 4 * 4 - 3 = 13
         assert out.streams.video[0].frames == 13
+        frames = [f.to_ndarray(format="rgb24").astype(float) / 255 for f in out.decode(video=0)]
+    # random weights, yet a clip a user can see: not black, and changing from frame to frame
+    assert 0.2 < sum(f.mean() for f in frames) / len(frames) < 0.8
+    assert min(abs(a - b).mean() for a, b in zip(frames, frames[1:])) > 0.01
 
 
 def test_streaming_example_decodes_the_demo_latent_and_continues_on_the_next_run(demo_host):

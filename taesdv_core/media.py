@@ -90,7 +90,7 @@ class FrameWriter:
                 Image.fromarray(array).save(os.path.join(self.path, name))
         else:
             self._pending.append(frames.cpu())
-        self.count += frames.shape[1]  # frames per clip written so far
+        self.count += frames.shape[1]
 
     def close(self) -> None:
         if self.kind == "folder" or not self._pending:

@@ -66,4 +66,3 @@ def set_frame_by_frame(monkeypatch, on: bool) -> None:
 
     monkeypatch.setattr(engine, "runs_frame_by_frame", lambda device: on)
     monkeypatch.setattr(layers, "runs_frame_by_frame", lambda device: on)
-

@@ -190,8 +190,8 @@ def make_latent(path: str, frames: int = 4) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base", help="ComfyUI base folder holding models/ and input/")
-    parser.add_argument("--comfyui", default=os.path.join(ROOT, ".host", "ComfyUI"),
-                        help="the ComfyUI tree whose model classes give the checkpoint's shapes (default: .host/ComfyUI)")
+    parser.add_argument("--comfyui", default=os.path.join(ROOT, ".host", "comfyui-0.33.0", "ComfyUI"),
+                        help="the ComfyUI tree whose model classes give the checkpoint's shapes (default: the primary test host, .host/comfyui-0.33.0/ComfyUI)")
     args = parser.parse_args(argv)
     jobs = [
         (os.path.join(args.base, "models", "checkpoints", CHECKPOINT), lambda p: make_checkpoint(p, args.comfyui)),

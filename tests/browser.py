@@ -15,22 +15,23 @@ ARTIFACTS = os.path.join(ROOT, "test-artifacts")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-# The newest comfyui-frontend-package, installed apart by `scripts/setup-host.sh --test`.
-NEWEST_FRONTEND = os.path.join(ROOT, ".host", "frontend-newest")
-
-# Errors the stock frontend logs on this offline machine, with or without this pack. The newest
-# frontend also asks for the Jobs API (/api/jobs), which the 0.3.75 server does not have.
+# Errors the stock frontend logs on this offline machine, with or without this pack. Frontends
+# newer than a host also ask for APIs it does not have (the Jobs API, /api/jobs, on 0.3.75).
 CORE_OFFLINE_NOISE = re.compile(r"api\.comfy\.org|Failed to load resource: the server responded with a status of 404|"
                                 r"Failed to load resource: net::ERR_FAILED|Jobs API|Failed to fetch (jobs|queue|history)")
 
 
 def frontends() -> list[tuple[str, str | None]]:
-    """(label, --front-end-root or None for the venv's pinned package) for each frontend to test."""
-    found = [("pinned", None)]
-    static = os.path.join(NEWEST_FRONTEND, "comfyui_frontend_package", "static")
-    versions = glob.glob(os.path.join(NEWEST_FRONTEND, "comfyui_frontend_package-*.dist-info"))
-    label = os.path.basename(versions[0]).split("-")[1].removesuffix(".dist") if versions else "newest"
-    found.append((label, static if os.path.isfile(os.path.join(static, "index.html")) else None))
+    """(version, --front-end-root or None for the venv's package) for each frontend to test: the
+    host's own pin first, then the newest (scripts/test.sh names them). Run without test.sh: the
+    venv's package, and the newest where setup-host.sh --test installed it."""
+    from comfy_host import FRONTENDS
+    if FRONTENDS:
+        return [(label, root or None) for label, root in FRONTENDS]
+    from importlib.metadata import version
+    found = [(version("comfyui-frontend-package"), None)]
+    for static in glob.glob(os.path.join(ROOT, ".host", "frontends", "*", "comfyui_frontend_package", "static")):
+        found.append((static.split(os.sep)[-3], static))
     return found
 
 

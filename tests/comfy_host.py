@@ -1,4 +1,5 @@
-"""Starts the real, unmodified ComfyUI 0.3.75 (set up by scripts/setup-host.sh) on loopback.
+"""Starts the real, unmodified ComfyUI (set up by scripts/setup-host.sh) on loopback: the host that
+scripts/test.sh names (TAESDV_TEST_HOST, TAESDV_TEST_COMFYUI), by default the primary one, 0.33.0.
 
 The server gets its own base directory (custom_nodes with this pack linked in, models, input,
 output, temp, user) and its log goes to a file the tests read.
@@ -20,7 +21,12 @@ import uuid
 import websocket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMFYUI = os.environ.get("TAESDV_TEST_COMFYUI", os.path.join(ROOT, ".host", "ComfyUI"))
+HOST_VERSION = os.environ.get("TAESDV_TEST_HOST", "0.33.0")
+COMFYUI = os.environ.get("TAESDV_TEST_COMFYUI", os.path.join(ROOT, ".host", f"comfyui-{HOST_VERSION}", "ComfyUI"))
+# label=--front-end-root pairs from scripts/test.sh, the host's own frontend first ('' = the venv's).
+FRONTENDS = [tuple(pair.split("=", 1)) for pair in os.environ.get("TAESDV_TEST_FRONTENDS", "").split(";") if "=" in pair]
+# An older host is served its own pinned frontend (the venv holds the primary host's).
+HOST_FRONTEND_ARGS = ["--front-end-root", FRONTENDS[0][1]] if FRONTENDS and FRONTENDS[0][1] else []
 PACK_NAME = "ComfyUI-TAESDV"
 # "cuda": start the server without --cpu, so ComfyUI uses the GPU (scripts/test-gpu.sh); default cpu.
 DEVICE = os.environ.get("TAESDV_TEST_DEVICE", "cpu")
@@ -55,6 +61,15 @@ def pack_load_problems(log: str, pack_root: str = ROOT, pack_name: str = PACK_NA
         if any(is_pack_file(f, pack_root) for f in frames if os.path.isabs(f)):
             problems.append("Traceback (most recent call last):" + block.split("\n\n")[0])
     return problems
+
+
+# ComfyUI 0.33's logger starts every line with a coloured level tag, also in a file.
+LEVEL_TAG = re.compile(r"^\x1b\[[0-9;]*m\[(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\x1b\[0m ?", re.M)
+
+
+def plain_log(text: str) -> str:
+    """A server log as 0.3.75 writes it: without 0.33's level tags at the line starts."""
+    return LEVEL_TAG.sub("", text)
 
 
 def free_port() -> int:
@@ -93,7 +108,7 @@ class ComfyHost:
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", **self.env)
         cmd = [sys.executable, "main.py", *(["--cpu"] if DEVICE == "cpu" else []), "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", self.base, "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-               *SERVER_ARGS, *self.extra_args]
+               *HOST_FRONTEND_ARGS, *SERVER_ARGS, *self.extra_args]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=COMFYUI, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
@@ -122,7 +137,7 @@ class ComfyHost:
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
-            return f.read()
+            return plain_log(f.read())
 
     @property
     def pid(self) -> int:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
-HOST = os.environ.get("TAESDV_TEST_COMFYUI", os.path.join(ROOT, ".host", "ComfyUI"))
+HOST = os.environ.get("TAESDV_TEST_COMFYUI", os.path.join(ROOT, ".host", "comfyui-0.33.0", "ComfyUI"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.append(HOST)  # appended: the host's top-level modules must not shadow ours
 

@@ -1,6 +1,7 @@
-"""The one place this pack wraps a ComfyUI internal: `latent_preview.prepare_callback`.
+"""The one place this pack wraps a ComfyUI internal: `latent_preview.prepare_callback`; and where
+it reads the running prompt's per-prompt preview method.
 
-ComfyUI 0.3.75 has no public hook through which a pack can preview every sampler, nor one to
+ComfyUI (0.3.75 to 0.33) has no public hook through which a pack can preview every sampler, nor one to
 replace (rather than add to) its one-frame previewer. Every sampler node builds its callback
 through this function (KSampler, KSamplerAdvanced, SamplerCustom, SamplerCustomAdvanced), so
 wrapping it serves the global switch and lets TAESDV clips replace core's still frame. Where a
@@ -13,6 +14,19 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger("taesdv")
+
+def running_preview_method() -> str | None:
+    """The running prompt's preview method (its extra_data["preview_method"]), or None."""
+    try:
+        from server import PromptServer
+        running, _ = PromptServer.instance.prompt_queue.get_current_queue_volatile()
+    except Exception:  # no server (tests of the core) or a host without the queue API
+        return None
+    for item in running:  # one prompt runs at a time; an item is (number, id, prompt, extra_data, ...)
+        extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
+        method = extra.get("preview_method")
+        return method if isinstance(method, str) else None
+    return None
 
 
 def install_sampler_preview_hook() -> bool:
@@ -31,7 +45,7 @@ def install_sampler_preview_hook() -> bool:
 
     def prepare_callback(model, steps, x0_output_dict=None):  # the signature of ComfyUI 0.3.75's
         try:
-            spec = SERVICE.spec_for(model)
+            spec = SERVICE.spec_for(model, running_preview_method())
             use_taesdv = spec is not None and spec.taesdv.serves(model.model.latent_format)
         except Exception as e:  # never let the pack break sampling
             log.warning("TAESDV preview hook: %s; using ComfyUI's previewer", e)

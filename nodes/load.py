@@ -49,8 +49,9 @@ class LoadTAESDV(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_name: str) -> bool | str:
-        # ComfyUI 0.3.75 does not check schema-API combo values itself, and it reports a failed
-        # validate_inputs once per argument: so only model_name here, dtype in execute.
+        # The host reports a failed validate_inputs once per argument it takes: so only model_name
+        # here (with the files that are there); dtype is refused in execute, where a host has not
+        # checked the combo value already.
         names = folder_paths.get_filename_list("vae_approx")
         if model_name not in names:
             present = plausible_checkpoints(names)

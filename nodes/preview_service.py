@@ -25,6 +25,13 @@ log = logging.getLogger("taesdv")
 SPEC_KEY = "taesdv_preview"  # model_options["transformer_options"][SPEC_KEY] -> PreviewSpec
 
 
+# The per-prompt "Live preview method" (frontends 1.36+; core applies it to that run from 0.33 on)
+# under which the global switch serves: the choice left to the server ("default", or no choice on
+# older hosts and API clients), or tiny-decoder previews asked for. "none" (no previews) and
+# "latent2rgb" are the user's explicit choice for that prompt, and core's previewer follows it.
+GLOBAL_SWITCH_SERVES = (None, "default", "auto", "taesd")
+
+
 @dataclass
 class PreviewSpec:
     """What previews a MODEL's samplers: which loaded decoder and which settings."""
@@ -66,10 +73,12 @@ class PreviewService:
         self._loaded: dict[tuple, ManagedAutoencoder | None] = {}
         self._warned_missing = False
 
-    def spec_for(self, model_patcher) -> PreviewSpec | None:
-        """The node's spec on this MODEL, else the global one when the switch is on, else None."""
+    def spec_for(self, model_patcher, preview_method: str | None = None) -> PreviewSpec | None:
+        """The node's spec on this MODEL (a TAESDV Latent Preview node in the graph previews
+        whatever the prompt's preview method), else the global one when the switch is on and the
+        prompt's preview method leaves previews to it (GLOBAL_SWITCH_SERVES), else None."""
         spec = model_patcher.model_options.get("transformer_options", {}).get(SPEC_KEY)
-        if spec is not None or not self.enabled:
+        if spec is not None or not self.enabled or preview_method not in GLOBAL_SWITCH_SERVES:
             return spec
         taesdv = self.global_model(model_patcher.model.latent_format)
         return PreviewSpec(taesdv, self.settings) if taesdv is not None else None

@@ -172,11 +172,16 @@ class ComfyHost:
         ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": supports_preview_metadata}}))
         return ws, client_id
 
-    def run(self, graph: dict, timeout: float = 300, on_message=None, ws_and_id=None) -> "PromptRun":
-        """Queue an API-format graph and collect every websocket message until it finishes."""
+    def run(self, graph: dict, timeout: float = 300, on_message=None, ws_and_id=None,
+            extra_data: dict | None = None) -> "PromptRun":
+        """Queue an API-format graph (with the frontend's extra_data, e.g. {"preview_method": "none"})
+        and collect every websocket message until it finishes."""
         ws, client_id = ws_and_id or self.connect()
         try:
-            status, body = self.post_json("/prompt", {"prompt": graph, "client_id": client_id})
+            request = {"prompt": graph, "client_id": client_id}
+            if extra_data is not None:
+                request["extra_data"] = extra_data
+            status, body = self.post_json("/prompt", request)
             if status != 200:
                 return PromptRun(None, status, body, [], [], None)
             prompt_id = body["prompt_id"]

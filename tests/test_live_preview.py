@@ -246,6 +246,28 @@ def test_global_switch_previews_samplers_without_the_node_and_can_be_turned_off(
     assert not clip_events(comfy.run(graphs.sampling_graph(frames=4, size=64, steps=3)))
 
 
+@pytest.mark.parametrize("method, global_switch_previews", [
+    ("default", True), ("auto", True), ("taesd", True), ("latent2rgb", False), ("none", False)])
+def test_the_prompts_preview_method_decides_whether_the_global_switch_previews(comfy, method, global_switch_previews):
+    # The frontend's per-prompt "Live preview method": none means no previews for that prompt and
+    # latent2rgb asks for core's; default leaves it to the server, auto and taesd ask for tiny decoders.
+    assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0})[0] == 200
+    try:
+        run = comfy.run(graphs.sampling_graph(frames=4, size=64, steps=3), extra_data={"preview_method": method})
+    finally:
+        assert comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05})[0] == 200
+    assert run.succeeded, run.error_text()
+    assert [c["step"] for c in clip_events(run)] == ([1, 2, 3] if global_switch_previews else [])
+
+
+@pytest.mark.parametrize("method", ["none", "latent2rgb"])
+def test_a_preview_node_in_the_graph_previews_whatever_the_prompts_preview_method(comfy, method):
+    graph = graphs.sampling_graph(frames=4, size=64, steps=3, preview={"budget_percent": 100})
+    run = comfy.run(graph, extra_data={"preview_method": method})
+    assert run.succeeded, run.error_text()
+    assert [c["step"] for c in clip_events(run)] == [1, 2, 3]
+
+
 def test_settings_route_refuses_bad_values(comfy):
     status, body = comfy.post_json("/taesdv/preview/settings", {"max_size": 5})
     assert status == 400 and "max_size" in body["error"]

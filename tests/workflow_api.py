@@ -4,14 +4,26 @@ Does what the frontend's graphToPrompt does for plain graphs: each node the serv
 {"class_type", "inputs"}; linked inputs become [origin id, origin slot]; widget values are matched
 to the node's inputs in the server's input_order. Frontend-only nodes (Note, ...) and muted or
 bypassed nodes are left out; a seed's extra "control after generate" value is skipped.
+A dynamic combo (ComfyUI 0.33's COMFY_DYNAMICCOMBO_V3, e.g. SaveVideo's format) is followed by the
+widgets of the option it names, sent as dotted names ("format", "format.codec") as the frontend does.
 """
 from __future__ import annotations
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 
 
 def _is_widget(spec) -> bool:
-    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
+    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES or spec[0] == DYNAMIC_COMBO
+
+
+def _option_inputs(spec, chosen) -> list:
+    """(name, spec) of the inputs a dynamic combo adds when `chosen` is picked, in widget order."""
+    for option in spec[1]["options"]:
+        if option["key"] == chosen:
+            inputs = option.get("inputs", {})
+            return [*inputs.get("required", {}).items(), *inputs.get("optional", {}).items()]
+    return []
 
 
 def to_api(workflow: dict, object_info: dict) -> dict:
@@ -25,9 +37,10 @@ def to_api(workflow: dict, object_info: dict) -> dict:
         values = list(node.get("widgets_values") or [])
         specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
         order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
+        pending = [(name, specs[name]) for name in order]
         inputs, next_value = {}, 0
-        for name in order:
-            spec = specs[name]
+        while pending:
+            name, spec = pending.pop(0)
             value = None
             if _is_widget(spec):
                 value = values[next_value] if next_value < len(values) else None
@@ -35,6 +48,8 @@ def to_api(workflow: dict, object_info: dict) -> dict:
                 options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
                 if options.get("control_after_generate"):
                     next_value += 1
+                if spec[0] == DYNAMIC_COMBO:
+                    pending[:0] = [(f"{name}.{sub}", sub_spec) for sub, sub_spec in _option_inputs(spec, value)]
             if name in linked:
                 origin, slot = linked[name]
                 inputs[name] = [str(origin), slot]

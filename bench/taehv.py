@@ -1,4 +1,4 @@
-"""TAEHV benchmark: the pack's engine (auto mode) against ComfyUI 0.3.75's own TAEHV.
+"""TAEHV benchmark: the pack's engine (auto mode) against the host ComfyUI's own TAEHV (0.33.0 unless TAESDV_TEST_COMFYUI names another).
 
     .venv/bin/python bench/taehv.py [--quick] [--threads 2]
 
@@ -28,7 +28,7 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOST = os.path.join(ROOT, ".host", "ComfyUI")
+HOST = os.environ.get("TAESDV_TEST_COMFYUI", os.path.join(ROOT, ".host", "ComfyUI"))  # setup-host.sh links the current host there
 for p in (ROOT, os.path.join(ROOT, "tests"), HOST):
     if p not in sys.path:
         sys.path.insert(0 if p != HOST else len(sys.path), p)

@@ -85,6 +85,7 @@ PY
 }
 fetch_host "$PRIMARY_HOST"
 [ "$HOST" = "$PRIMARY_HOST" ] || fetch_host "$HOST"
+ln -sfn "comfyui-$PRIMARY_HOST/ComfyUI" .host/ComfyUI  # the current host's source, where a reader looks first
 
 # -- one venv for every host, with the primary host's requirements --
 if [ ! -x .venv/bin/python ]; then

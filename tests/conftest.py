@@ -28,7 +28,7 @@ def checkpoint_path(tmp_path_factory, state_dict):
 
 
 def start_comfy(tmp_path_factory, state_dict, name: str, env: dict | None = None):
-    """The real ComfyUI 0.3.75 on loopback, this pack and the test nodes linked in, a random
+    """The real ComfyUI under test (comfy_host.COMFYUI) on loopback, this pack and the test nodes linked in, a random
     official-layout taesdv.pth in models/vae_approx. Yields the host; saves its log at the end."""
     from comfy_host import ComfyHost
 

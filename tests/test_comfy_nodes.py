@@ -1,4 +1,4 @@
-"""The nodes on the real ComfyUI 0.3.75 server, driven through POST /prompt and the websocket."""
+"""The nodes on the real ComfyUI server (TAESDV_TEST_HOST, 0.33.0 unless set), driven through POST /prompt and the websocket."""
 import io
 import os
 import re

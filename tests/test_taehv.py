@@ -2,18 +2,17 @@
 TAEHV (comfy/taesd/taehv.py, for the layouts it has) and like the independent functional
 reference (tests/reference_taehv.py, for all); every chunking and stream split gives the same
 frames; the loader tells variants apart from tensors and refuses what fits none."""
-import os
 import sys
 
 import pytest
 import torch
 
+from comfy_host import COMFYUI as HOST  # the host under test (TAESDV_TEST_HOST)
 from helpers import set_frame_by_frame
 from reference_taehv import VARIANTS, layout, random_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, decode, encode
 from taesdv_core.taehv import TAEHVDecoder, TAEHVSuperDecoder, identify_taehv, taehv_from_state_dict
 
-HOST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".host", "ComfyUI")
 
 
 def rel_err(a, b):
@@ -36,7 +35,7 @@ def models(sds):
 
 @pytest.fixture(scope="module")
 def host_taehv():
-    """ComfyUI 0.3.75's own TAEHV module, imported in-process on the CPU (no server needed)."""
+    """The host's own TAEHV module, imported in-process on the CPU (no server needed)."""
     if HOST not in sys.path:
         sys.path.append(HOST)
     import comfy.cli_args

@@ -1,4 +1,4 @@
-"""Image TAESD decoders and encoders equal the host's own implementation (ComfyUI 0.3.75,
+"""Image TAESD decoders and encoders equal the host's own implementation (the ComfyUI under test,
 comfy/taesd/taesd.py) on random weights, through the one engine, for every chunking; taef2
 (which the host lacks) equals a functional reference written from the documented layout."""
 import math
@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from comfy_host import COMFYUI as HOST  # the host under test (TAESDV_TEST_HOST)
 from helpers import set_frame_by_frame
 from taesdv_core import CheckpointError, decode, encode
 from taesdv_core.taesd import (VARIANTS, TAESDDecoder, TAESDEncoder, identify_taesd, latent_to_taesd,
                                taesd_from_state_dict, taesd_input_mapping, taesd_to_latent)
 
-HOST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".host", "ComfyUI")
 HOST_VARIANTS = ["taesd", "taesdxl", "taesd3", "taef1"]
 
 
@@ -26,7 +26,7 @@ def rel_err(a, b):
 def host_taesd():
     """The host's comfy.taesd.taesd module (CPU only, no argument parsing)."""
     if not os.path.isdir(os.path.join(HOST, "comfy", "taesd")):
-        pytest.skip("the host ComfyUI tree is not at .host/ComfyUI (run scripts/setup-host.sh)")
+        pytest.fail(f"no ComfyUI tree at {HOST}: run the tests through scripts/test.sh, which sets it up")
     if HOST not in sys.path:
         sys.path.append(HOST)  # appended: the host's top-level modules must not shadow ours
     import comfy.options

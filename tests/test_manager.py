@@ -1,8 +1,10 @@
 """Install via ComfyUI-Manager, as a Manager user does, offline: `cm-cli install --mode local URL`
 from this repository served over loopback HTTP into a copy of ComfyUI, then the real server.
 
-comfyui-manager (pinned, with cm-cli) is installed with `pip --target` into a temporary folder
-(about 30 s) and used through PYTHONPATH by cm-cli only, so neither the venv nor the server sees it.
+comfyui-manager (with cm-cli; the version the host pins in manager_requirements.txt, as ComfyUI
+0.33's --enable-manager installs it, or 4.3 for hosts without one) is installed with `pip --target`
+into a temporary folder (about 30 s) and used through PYTHONPATH by cm-cli only, so neither the
+venv nor the server sees it.
 """
 import json
 import os
@@ -16,7 +18,17 @@ import pytest
 
 from comfy_host import COMFYUI, ROOT, ComfyHost, free_port, pack_load_problems
 
-MANAGER = "comfyui-manager==4.3"
+
+def host_manager_pin() -> str:
+    """The comfyui-manager the host ships with (0.33: manager_requirements.txt), else 4.3."""
+    pinned = os.path.join(COMFYUI, "manager_requirements.txt")
+    if os.path.exists(pinned):
+        with open(pinned) as f:
+            return next(line.strip() for line in f if line.strip() and not line.startswith("#"))
+    return "comfyui-manager==4.3"
+
+
+MANAGER = host_manager_pin()
 OFFICIAL_URL = "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth"
 
 

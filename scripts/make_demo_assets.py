@@ -19,6 +19,10 @@ BASE is a ComfyUI base folder (the one with models/ and input/). Writes, each on
   mid-grey with colours that change from frame to frame, not the input's pictures.
 - input/example.png (256x256), input/example.mp4 (16 frames, 256x256, 12 fps),
   input/next_piece.latent (a ComfyUI Save Latent file, 4 frames of 32x32 latents).
+- user/default/workflows/NAME (demo files).json: a copy of each example with the demo files picked
+  in place of the real ones it names (the shipped examples keep naming the real files), so it
+  runs offline as opened. An example that loads a file no demo can stand in for (the SVD
+  checkpoint: an SVD model cannot be made small) gets no copy.
 
 Needs torch and the ComfyUI tree (for its model classes); run it with ComfyUI's Python.
 This is a set-up script: the shipped nodes never import it.
@@ -26,6 +30,7 @@ This is a set-up script: the shipped nodes never import it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -35,6 +40,12 @@ CHECKPOINT = "taesdv-demo-sd15-random.safetensors"
 TAESDV_DEMO = "taesdv-random-demo.pth"
 TAESD_DEMO = "taesd-random-demo.pth"
 TAEHV_DEMO = "random-demo-taew2_1.pth"
+DEMO_INPUTS = ("example.png", "example.mp4", "next_piece.latent")
+# The files the examples name -> the demo file that stands in for each (each example's Note says so)
+DEMO_FILES = {"taesdv.pth": TAESDV_DEMO, "taesd_decoder.pth": TAESD_DEMO, "v1-5-pruned-emaonly.safetensors": CHECKPOINT}
+DEMO_COPY = "{name} (demo files).json"
+# Nodes whose first widget names a file the example needs
+FILE_LOADERS = ("CheckpointLoaderSimple", "ImageOnlyCheckpointLoader", "TAESDVLoader", "LoadImage", "LoadVideo", "LoadLatent")
 # SD1.5 as ComfyUI detects it (model_channels 320, context_dim 768), at its smallest.
 DEMO_UNET = {"use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
              "num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1],
@@ -187,6 +198,43 @@ def make_latent(path: str, frames: int = 4) -> None:
     save_file({"latent_tensor": latents.contiguous(), "latent_format_version_0": torch.tensor([])}, path)
 
 
+def demo_copy(workflow: dict) -> tuple[dict | None, str]:
+    """(the workflow with the demo files picked, "") or (None, why it cannot run on demo files)."""
+    copy = json.loads(json.dumps(workflow))
+    changed = False
+    for node in copy["nodes"]:
+        values = node.get("widgets_values")
+        if node["type"] not in FILE_LOADERS or not values:
+            continue
+        if values[0] in DEMO_FILES:
+            values[0], changed = DEMO_FILES[values[0]], True
+        named = node.get("widgets_values_named", {})  # frontends 1.49+ save the values by name too
+        for key, value in named.items():
+            named[key] = DEMO_FILES.get(value, value)
+        if values[0] not in (*DEMO_FILES.values(), *DEMO_INPUTS):
+            return None, f"it loads {values[0]}, which no demo file stands in for"
+    return (copy, "") if changed else (None, "it already runs on the demo files")
+
+
+def write_demo_copies(workflows_dir: str) -> None:
+    """NAME (demo files).json in the user's workflows for each example that can run on demo files."""
+    examples = os.path.join(ROOT, "example_workflows")
+    os.makedirs(workflows_dir, exist_ok=True)
+    for file in sorted(f for f in os.listdir(examples) if f.endswith(".json")):
+        name = file[:-5]
+        path = os.path.join(workflows_dir, DEMO_COPY.format(name=name))
+        with open(os.path.join(examples, file)) as f:
+            copy, why_not = demo_copy(json.load(f))
+        if copy is None:
+            print(f"demo assets: no demo copy of {name}: {why_not}")
+        elif os.path.exists(path):  # the user's edits to an earlier copy are kept
+            print(f"demo assets: {path} present")
+        else:
+            with open(path, "w") as f:
+                json.dump(copy, f, indent=1)
+            print(f"demo assets: wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base", help="ComfyUI base folder holding models/ and input/")
@@ -210,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         make(path)
         print(f"demo assets: wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB, {time.perf_counter() - started:.1f}s)")
+    write_demo_copies(os.path.join(args.base, "user", "default", "workflows"))
     return 0
 
 

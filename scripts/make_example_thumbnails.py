@@ -29,6 +29,9 @@ from browser import comfy_page  # noqa: E402
 EXAMPLES = os.path.join(ROOT, "example_workflows")
 WINDOW = (1280, 800)
 THUMBNAIL = (512, 320)
+# The model files the examples name (empty stand-ins: only the loaders' lists are shown)
+MODEL_NAMES = {"vae_approx": ("taesdv.pth", "taesd_decoder.pth"),
+               "checkpoints": ("v1-5-pruned-emaonly.safetensors", "svd_xt.safetensors")}
 
 # Everything drawn over the canvas (menus, tabs, minimap, zoom controls, banners) hidden; the
 # canvas and the nodes' own DOM widgets (text areas) kept; LiteGraph's info corner off.
@@ -106,7 +109,12 @@ def main() -> None:
         return
     from comfy_host import ComfyHost
 
-    host = ComfyHost(tempfile.mkdtemp()).start()
+    base = tempfile.mkdtemp()
+    for folder, names in MODEL_NAMES.items():  # so the frontend does not outline the loaders as missing files
+        os.makedirs(os.path.join(base, "models", folder), exist_ok=True)
+        for model in names:
+            open(os.path.join(base, "models", folder, model), "wb").close()
+    host = ComfyHost(base).start()
     try:
         thumbnails(host.url, args.full, args.chrome)
     finally:

@@ -1,6 +1,6 @@
 """Regenerates example_workflows/*.json (UI format) from API graphs through the real frontend.
 
-    .venv/bin/python scripts/make_example_workflows.py
+    .venv/bin/python scripts/make_example_workflows.py [NAME.json ...]   # all, or the ones named
     .venv/bin/python scripts/make_example_thumbnails.py   # then their template thumbnails (NAME.jpg)
 
 Starts the pinned ComfyUI, loads each API graph into the page with app.loadApiJson, adds a Note
@@ -59,7 +59,8 @@ STREAMING = {
     "3": {"class_type": "TAESDVStreamingDecode", "inputs": {
         "taesdv": ["1", 0], "samples": ["2", 0], "stream_name": "live", "reset": False, "chunk_frames": 0,
         "latent_scale": 0.0}},
-    "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "taesdv/stream/live"}},
+    "5": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}},  # total_frames: the clip so far
 }
 
 DEMO_LIVE_PREVIEW = {
@@ -141,7 +142,9 @@ NOTES = {
         + DEMO + "Before queueing, pick taesdv-random-demo.pth in Load TAESDV (random weights: the "
         "plumbing works, the pictures are noise).\n\n"
         "Each queue run decodes the next piece and continues the clip where the last run stopped "
-        "(stream_name); set reset to start a new clip."),
+        "(stream_name); set reset to start a new clip. Preview Any (Preview as Text) shows total_frames, "
+        "the length of the clip so far; Save Image shows this piece and saves every piece's frames, "
+        "numbered in order, to output/taesdv/stream/, which so holds the whole clip so far."),
     "taesdv_compare_decoders.json": (
         "Needs:\n- input/next_piece.latent: a ComfyUI Save Latent file of an SD1.5 clip (Save Latent after a "
         "sampler, then move it from output/latents/ to input/), or the 4-frame one `start.sh --demo-weights` writes.\n"
@@ -192,7 +195,7 @@ LAYOUT = {
     },
     "taesdv_streaming_decode.json": {
         "1": ([0, 0], [300, 82]), "2": ([0, 140], [300, 58]), "3": ([360, 0], [300, 150]),
-        "4": ([720, 0], [420, 420]), "note": ([0, 260], [660, 300]),
+        "4": ([720, 0], [420, 420]), "5": ([720, 480], [420, 100]), "note": ([0, 260], [660, 320]),
     },
     "taesdv_compare_decoders.json": {
         "1": ([0, 0], [300, 58]), "2": ([0, 120], [300, 98]), "4": ([0, 280], [300, 82]),
@@ -242,12 +245,17 @@ LOAD_WITH_NOTE = """async ([graph, text, layout, view]) => {
 }"""
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    unknown = set(names) - set(EXAMPLES)
+    if unknown:
+        sys.exit(f"make_example_workflows: no example named {', '.join(sorted(unknown))} (examples: {', '.join(EXAMPLES)})")
     base = tempfile.mkdtemp()
     host = ComfyHost(base).start()
     try:
         with comfy_page(host.url) as (page, _errors):
             for name, graph in EXAMPLES.items():
+                if names and name not in names:
+                    continue
                 workflow = json.loads(page.evaluate(LOAD_WITH_NOTE, [graph, NOTES[name], LAYOUT[name], VIEW]))
                 assert workflow["extra"]["ds"]["scale"] >= MIN_SCALE, (name, workflow["extra"]["ds"])
                 with open(os.path.join(ROOT, "example_workflows", name), "w") as f:
@@ -258,4 +266,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

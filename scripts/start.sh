@@ -49,7 +49,8 @@ fi
 if [ "$DEMO" = 1 ]; then
   [ -z "$COMFYUI_PATH" ] || comfyui="$COMFYUI_PATH"
   "$python" scripts/make_demo_assets.py "$base" --comfyui "$comfyui"
-  echo "start: demo assets ready; open Templates -> ComfyUI-TAESDV -> taesdv_demo_live_preview and queue it"
+  echo "start: demo assets ready; open Templates -> ComfyUI-TAESDV -> taesdv_demo_live_preview and queue it;"
+  echo "start: the other examples run on the demo files as 'NAME (demo files)' in the Workflows menu"
 fi
 if [ -n "$COMFYUI_PATH" ]; then
   cd "$COMFYUI_PATH"; exec "$python" main.py --listen 127.0.0.1 --port "$PORT"

@@ -1,5 +1,6 @@
 """The example workflows, as a user gets them: `start.sh --demo-weights` assets in a fresh ComfyUI
-base, each example (UI format, as shipped) converted to an API prompt and run on the real server.
+base, each example (UI format, as shipped, or the demo copy that script saves among the user's
+workflows) converted to an API prompt and run on the real server.
 """
 import glob
 import json
@@ -13,11 +14,11 @@ import pytest
 from comfy_host import ROOT, ComfyHost
 from workflow_api import to_api
 
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from make_demo_assets import DEMO_COPY, DEMO_FILES  # noqa: E402
+
 EXAMPLES = os.path.join(ROOT, "example_workflows")
 DEMO = "taesdv_demo_live_preview.json"
-# The files the examples name -> what `start.sh --demo-weights` writes in their place (each Note says so)
-DEMO_FILES = {"taesdv.pth": "taesdv-random-demo.pth", "taesd_decoder.pth": "taesd-random-demo.pth",
-              "v1-5-pruned-emaonly.safetensors": "taesdv-demo-sd15-random.safetensors"}
 
 
 def example(name):
@@ -41,13 +42,18 @@ def demo_host(tmp_path_factory):
     host.stop()
 
 
+def demo_copy_path(host, name):
+    return os.path.join(host.base, "user", "default", "workflows", DEMO_COPY.format(name=name[:-5]))
+
+
 def run_example(host, name, demo_files=False):
-    """Runs an example as shipped, or with the demo files picked in place of the real ones."""
+    """Runs an example as shipped, or its demo copy (the demo files picked) as the user finds it."""
     object_info = host.get_json("/object_info")
-    prompt = to_api(example(name), object_info)
     if demo_files:
-        for node in prompt.values():
-            node["inputs"] = {k: DEMO_FILES.get(v, v) if isinstance(v, str) else v for k, v in node["inputs"].items()}
+        with open(demo_copy_path(host, name)) as f:
+            prompt = to_api(json.load(f), object_info)
+    else:
+        prompt = to_api(example(name), object_info)
     return prompt, host.run(prompt, timeout=600)
 
 
@@ -94,6 +100,22 @@ def test_every_note_says_how_to_run_it_offline_and_not_that_manager_lists_taesdv
             assert "Model Manager" not in text, os.path.basename(path)
 
 
+def test_demo_weights_save_a_copy_of_each_example_with_the_demo_files_picked(demo_host):
+    """Every example but the SVD one (no SVD model can be made small) and the demo itself gets a
+    copy among the user's workflows that names only demo files; the templates keep the real ones."""
+    served = demo_host.get_json("/api/userdata?dir=workflows")
+    copies = sorted(f for f in served if f.endswith(DEMO_COPY.format(name="")))
+    assert copies == [DEMO_COPY.format(name=n) for n in ("taesdv_compare_decoders", "taesdv_streaming_decode",
+                                                          "taesdv_video_roundtrip")]
+    for name in ("taesdv_compare_decoders.json", "taesdv_streaming_decode.json", "taesdv_video_roundtrip.json"):
+        with open(demo_copy_path(demo_host, name)) as f:
+            copy = json.dumps(json.load(f))
+        shipped = json.dumps(example(name))
+        for real, demo in DEMO_FILES.items():
+            assert f'"{real}"' not in copy
+            assert (f'"{real}"' in shipped) == (f'"{demo}"' in copy), (name, real)
+
+
 def test_demo_example_samples_with_the_demo_checkpoint_and_plays_the_clip_on_the_sampler(demo_host):
     prompt, run = run_example(demo_host, DEMO)
     assert run.succeeded, run.error_text()
@@ -138,16 +160,24 @@ def test_roundtrip_example_runs_through_the_taehv_demo_file(demo_host):
     assert min(abs(a - b).mean() for a, b in zip(frames, frames[1:])) > 0.01
 
 
-def test_streaming_example_decodes_the_demo_latent_and_continues_on_the_next_run(demo_host):
-    for _ in range(2):  # the node re-runs every queue run and continues the stream
+def test_streaming_example_continues_the_clip_each_run_and_shows_how_long_it_is_and_where(demo_host):
+    saved = os.path.join(demo_host.base, "output", "taesdv", "stream")
+    for total in (4, 8):  # the node re-runs every queue run and continues the stream
         _, run = run_example(demo_host, "taesdv_streaming_decode.json", demo_files=True)
         assert run.succeeded, run.error_text()
         images = next(o for o in run.history["outputs"].values() if o.get("images"))["images"]
-        assert len(images) == 4
+        assert len(images) == 4 and {i["type"] for i in images} == {"output"}
+        shown = "".join(next(o["text"] for o in run.history["outputs"].values() if o.get("text")))
+        assert shown == str(total)  # Preview Any: total_frames, the clip so far
+        assert len(os.listdir(saved)) == total  # every piece's frames, in order: the clip so far
 
 
 def test_svd_example_is_valid_and_needs_only_the_svd_checkpoint_and_real_weights(demo_host):
-    prompt, run = run_example(demo_host, "taesdv_svd_live_preview_and_decode.json", demo_files=True)
+    object_info = demo_host.get_json("/object_info")
+    prompt = to_api(example("taesdv_svd_live_preview_and_decode.json"), object_info)
+    for node in prompt.values():  # every file but the SVD checkpoint swapped for its demo stand-in
+        node["inputs"] = {k: DEMO_FILES.get(v, v) if isinstance(v, str) else v for k, v in node["inputs"].items()}
+    run = demo_host.run(prompt, timeout=600)
     assert run.status == 400
     failing = {prompt[i]["class_type"] for i in run.response["node_errors"]}
     assert failing == {"ImageOnlyCheckpointLoader"}, run.error_text()

@@ -452,3 +452,21 @@ def test_example_workflows_load_in_the_real_ui(ui, example):
 def test_example_workflows_are_offered_as_templates(ui):
     templates = ui.get_json("/api/workflow_templates")
     assert sorted(templates.get("ComfyUI-TAESDV", [])) == sorted(n.removesuffix(".json") for n in os.listdir(EXAMPLES) if n.endswith(".json"))
+
+
+def test_templates_dialog_shows_the_demo_first_among_the_packs_examples(ui):
+    """Templates -> ComfyUI-TAESDV: the one example that runs on the demo files alone comes first,
+    then the others by name (the server lists them in file-system order)."""
+    expected = ["taesdv_demo_live_preview", *sorted(n.removesuffix(".json") for n in os.listdir(EXAMPLES)
+                                                     if n.endswith(".json") and not n.startswith("taesdv_demo_"))]
+    with comfy_page(ui.url) as (page, errors):
+        page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        page.get_by_text("ComfyUI-TAESDV", exact=True).first.click()
+        cards = [page.get_by_text(n, exact=True).first for n in expected]
+        for card in cards:
+            card.wait_for(timeout=30_000)
+        shot(page, name(ui, "templates-dialog"))
+        boxes = [card.bounding_box() for card in cards]
+        shown = [n for _, n in sorted(((round(b["y"] / 20), b["x"]), n) for b, n in zip(boxes, expected))]
+        assert shown == expected
+        assert new_errors(errors, 0) == []

@@ -16,8 +16,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 # Errors the stock frontend logs on this offline machine, with or without this pack. Frontends
-# newer than a host also ask for APIs it does not have (the Jobs API, /api/jobs, on 0.3.75).
-CORE_OFFLINE_NOISE = re.compile(r"api\.comfy\.org|Failed to load resource: the server responded with a status of 404|"
+# newer than a host also ask for APIs it does not have (the Jobs API, /api/jobs, on 0.3.75); the
+# Templates dialog of 1.49+ reaches for core templates' models on huggingface.co.
+CORE_OFFLINE_NOISE = re.compile(r"api\.comfy\.org|huggingface\.co|Failed to load resource: the server responded with a status of 404|"
                                 r"Failed to load resource: net::ERR_FAILED|Jobs API|Failed to fetch (jobs|queue|history)")
 
 

@@ -7,6 +7,7 @@ and nodes are compared with tests/reference_taesd.py (written from the published
 sharing no code with the pack). Everything here skips, with the reason, where the weights or the
 clip are absent (TAESDV_SHARED names another folder holding weights/ and media/).
 """
+import json
 import math
 import os
 import shutil
@@ -18,6 +19,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 from safetensors.torch import load_file, save_file
+from scipy.ndimage import gaussian_filter
 
 import graphs
 import reference_taesd
@@ -116,6 +118,37 @@ def test_round_trip_psnr_equals_the_official_round_trips(official, cli_latents, 
     theirs = psnr(official["decoded"], official["frames"])
     assert abs(ours - theirs) < 0.1, (ours, theirs)
     assert abs(theirs - README_CLIP_PSNR) < 0.5, theirs  # the figure measured with the official taesd.py
+
+
+def ssim(a, b):
+    """Mean SSIM (Wang et al. 2004) of frames (T, 3, H, W): per channel, Gaussian-weighted local
+    statistics (sigma 1.5, an 11-pixel window: scipy's filter truncated at 3.5 sigma), population
+    variances, C1 = 0.01^2, C2 = 0.03^2, the map averaged over positions the window fits in."""
+    x, y = a.double().numpy(), b.double().numpy()
+    blur = lambda z: gaussian_filter(z, sigma=(0, 0, 1.5, 1.5), truncate=3.5)[..., 5:-5, 5:-5]  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x ** 2, blur(y * y) - mu_y ** 2, blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return float((((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))).mean())
+
+
+def test_compare_metrics_on_the_real_clip_equal_an_independent_computation(official, tmp_path):
+    """`taesdv compare` of the official latents against the real frames: its PSNR, SSIM and flicker
+    (decode's mean frame-to-frame change minus the reference's) as computed here from the
+    official decode."""
+    latents, reference, out = tmp_path / "latents.safetensors", tmp_path / "frames.npy", tmp_path / "compare"
+    save_file({"latents": official["latents"][None].contiguous()}, latents)
+    np.save(reference, official["frames"][None].numpy())
+    r = cli("compare", latents, "--decoder", f"taef2={DECODER}", "--reference", reference, "--out", out,
+            "--device", "cpu", "--max-png", 1)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.load(open(out / "rows.json"))
+    decoded, frames = official["decoded"], official["frames"]
+    change = lambda clip: (clip[1:] - clip[:-1]).abs().double().mean().item()  # noqa: E731
+    assert row["frames"] == 30
+    assert row["psnr"] == pytest.approx(psnr(decoded, frames), abs=1e-3)
+    assert row["ssim"] == pytest.approx(ssim(decoded, frames), abs=1e-4)
+    assert row["flicker"] == pytest.approx(change(decoded) - change(frames), abs=1e-5)
 
 
 # --- the nodes on the real server ---------------------------------------------------------------

@@ -4,7 +4,8 @@ frames of 256x256, ../shared/media).
 
 Random weights show the plumbing; these show that a real picture comes through. The pack's CLI
 and nodes are compared with tests/reference_taesd.py (written from the published taesd.py,
-sharing no code with the pack). Everything here skips, with the reason, where the weights or the
+sharing no code with the pack), and Compare's metrics with a computation of their own here.
+Everything here skips, with the reason, where the weights or the
 clip are absent (TAESDV_SHARED names another folder holding weights/ and media/).
 """
 import json
@@ -32,7 +33,7 @@ DECODER = os.path.join(SHARED, "weights", "taef2_decoder.pth")
 CLIP = os.path.join(SHARED, "media", "taesdv_test_video.gif")
 LATENT_CHANNELS = 32
 # ../shared/weights/README.md: this clip round-trips at "about 19 dB" with the official taesd.py
-# (its GIF dithering is noise the decoder does not reproduce); random weights give under 10 dB.
+# (its GIF dithering is noise the decoder does not reproduce).
 README_CLIP_PSNR = 19.0
 
 missing = [p for p in (ENCODER, DECODER, CLIP) if not os.path.isfile(p)]
@@ -129,7 +130,8 @@ def ssim(a, b):
     mu_x, mu_y = blur(x), blur(y)
     var_x, var_y, cov = blur(x * x) - mu_x ** 2, blur(y * y) - mu_y ** 2, blur(x * y) - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
-    return float((((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))).mean())
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return float(ssim_map.mean())
 
 
 def test_compare_metrics_on_the_real_clip_equal_an_independent_computation(official, tmp_path):

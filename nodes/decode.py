@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..taesdv_core.errors import InputError
-from ..taesdv_core.keyframes import expand_keyframes
+from ..taesdv_core.keyframes import check_keyframe_decoder, expand_keyframes, expanded_length
 from .validation import check_inputs
 from .common import CATEGORY, TAESDVModel, chunk_input, frames_to_image, latent_scale_input, latent_to_clips
 
@@ -43,8 +43,11 @@ class TAESDVDecodeBatch(io.ComfyNode):
         check_inputs(cls, taesdv=taesdv, chunk_frames=chunk_frames, latent_scale=latent_scale)
         if cv_vae_frames not in CV_VAE_MODES:
             raise InputError(f"cv_vae_frames '{cv_vae_frames}' is not one of {', '.join(CV_VAE_MODES)}")
+        check_keyframe_decoder(taesdv.decoder, "cv_vae_frames", cv_vae_frames)
         clips = latent_to_clips(samples, taesdv.decoder, latent_scale)
-        frames = taesdv.decode(clips, chunk_frames or None)  # (N, T, H, W, 3)
-        if cv_vae_frames != "off":
-            frames = expand_keyframes(frames.permute(0, 1, 4, 2, 3), cv_vae_frames).permute(0, 1, 3, 4, 2)
-        return io.NodeOutput(frames_to_image(frames))
+        if cv_vae_frames == "off":
+            return io.NodeOutput(frames_to_image(taesdv.decode(clips, chunk_frames or None)))
+        # the keyframes and the filled clip are held together while it is filled: both in the memory check
+        keyframes = taesdv.decode(clips, chunk_frames or None, filled_frames=expanded_length(clips.shape[1]),
+                                  filled_by=f"cv_vae_frames {cv_vae_frames}")  # (N, T, H, W, 3)
+        return io.NodeOutput(frames_to_image(expand_keyframes(keyframes, cv_vae_frames)))

@@ -123,9 +123,12 @@ class ManagedAutoencoder:
         return mm.get_free_memory(self.load_device)
 
     def decode(self, latents: torch.Tensor, chunk_frames: int | None = None,
-               stream: engine.DecodeStream | None = None, progress: bool = True) -> torch.Tensor:
+               stream: engine.DecodeStream | None = None, progress: bool = True,
+               filled_frames: int = 0, filled_by: str = "") -> torch.Tensor:
         """latents NTCHW in the decoder's input space -> frames (N, T', H, W, 3) in [0, 1] on
-        ComfyUI's intermediate device (IMAGE order, laid out on the device: no second copy)."""
+        ComfyUI's intermediate device (IMAGE order, laid out on the device: no second copy).
+        filled_frames: frames per clip the caller then makes from the output while it holds it
+        (`filled_by` says how); counted in the memory check."""
         decoder = self.decoder
         latents = engine.as_ntchw(latents, "latents", decoder.latent_channels, decoder.family)
         engine.check_finite(latents, "latents")
@@ -133,9 +136,10 @@ class ManagedAutoencoder:
         n, t, _, h, w = latents.shape
         hh, ww = h * decoder.spatial_scale, w * decoder.spatial_scale
         frames_out = n * target.output_frames(t)
+        filled = f", filled to {n * filled_frames} frames ({filled_by})," if filled_frames else ""
         one_frame = engine.working_bytes_per_latent_frame(decoder, h, w, self._element_size()) * n
-        free = self._check_fits(f"latents {tuple(latents.shape)} decode to {frames_out} frames of {hh}x{ww} that",
-                                4 * frames_out * 3 * hh * ww,
+        free = self._check_fits(f"latents {tuple(latents.shape)} decode to {frames_out} frames of {hh}x{ww}{filled} that",
+                                4 * (frames_out + n * filled_frames) * 3 * hh * ww,
                                 f"latents {tuple(latents.shape)}: decoding one {hh}x{ww} frame", one_frame)
         return target.decode(latents, chunk_frames, _progress(t) if progress else None,
                              out_device=mm.intermediate_device(), free_bytes=free, layout="NTHWC")
@@ -144,10 +148,8 @@ class ManagedAutoencoder:
                       chunk_frames: int | None = None) -> tuple[torch.Tensor, engine.DecodeStream, str | None]:
         """Decode the next piece of the named stream (created if new, restarted if `reset` or if
         it was made with other weights: then the notice says so, else it is None)."""
-        stream, notice = self.streams.open(name, self.decoder, self.weights_id, reset=reset)
-        frames = self.decode(latents, chunk_frames, stream=stream)
-        self.streams.enforce_bounds(keep=name)
-        return frames, stream, notice
+        return self.streams.decode_piece(name, lambda stream: self.decode(latents, chunk_frames, stream=stream),
+                                         self.decoder, self.weights_id, reset=reset)
 
     def encode(self, frames: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """frames NTCHW in [0, 1] -> latents NTCHW in the encoder's output space, on the intermediate device."""

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import folder_paths
 from aiohttp import web
 
-from ..taesdv_core.errors import CheckpointError
 from ..taesdv_core.preview import PROTOCOL_VERSION, PreviewSettings
 from .managed_model import ManagedAutoencoder
 from .preview_http import register_latest_route
@@ -104,8 +103,8 @@ class PreviewService:
             if key not in self._loaded:
                 try:
                     self._loaded[key] = load_managed(path, name=name)
-                except (CheckpointError, OSError, RuntimeError) as e:
-                    log.warning("TAESDV previews: skipping %s: %s", name, e)
+                except Exception as e:  # whatever one odd file raises, the other files still serve
+                    log.warning("TAESDV previews: skipping %s: %s: %s", name, type(e).__name__, e)
                     self._loaded[key] = None
             taesdv = self._loaded[key]
             if taesdv is not None and taesdv.serves(latent_format):

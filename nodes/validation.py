@@ -33,10 +33,12 @@ def check_number(name: str, value, low=None, high=None, integer: bool = False):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)
                                                                          and not float(value).is_integer()):
         raise InputError(f"{name} must be {kind}{span}, got {type(value).__name__} {value!r:.40}")
-    if not math.isfinite(value):
+    # JSON integers have any length: math.isfinite() of a 400-digit one raises OverflowError
+    if isinstance(value, float) and not math.isfinite(value):
         raise InputError(f"{name} must be a finite number{span}, got {value}")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise InputError(f"{name} must be {kind}{span}, got {value}")
+        shown = f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int) and abs(value) > 2**53 else value
+        raise InputError(f"{name} must be {kind}{span}, got {shown}")
     return int(value) if integer else value
 
 

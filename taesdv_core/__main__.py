@@ -25,7 +25,7 @@ from .checkpoint import DTYPES, OFFICIAL_URL
 from .engine import DecodeStream, check_finite, decode, encode
 from .errors import CheckpointError, InputError
 from .families import where_to_get
-from .keyframes import expand_keyframes, expanded_length
+from .keyframes import check_keyframe_decoder, expand_keyframes, expanded_length
 from .loading import comfy_latent_to_input, load_autoencoder
 from .media import FrameWriter, centre_crop, read_frames, read_latents
 
@@ -89,10 +89,7 @@ def _load(args, *parts: str):
 def _check_keyframes(args, decoder) -> None:
     if args.keyframes == "off":
         return
-    if decoder.time_scale != 1:
-        raise InputError(f"--keyframes {args.keyframes}: {decoder.family} already decodes {decoder.time_scale} frames "
-                         "per latent frame; --keyframes is for CV-VAE latents read by a one-frame-per-latent decoder "
-                         "(TAESDV, image TAESD)")
+    check_keyframe_decoder(decoder, "--keyframes", args.keyframes)
     if args.mode == "stream":
         raise InputError(f"--keyframes {args.keyframes} fills frames between keyframes of the whole clip; "
                          "use --mode chunked or parallel")

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import replace
+from typing import Callable, TypeVar
 
 from .engine import DecodeStream
 from .errors import InputError
 from .layers import ChunkDecoder
 
 log = logging.getLogger("taesdv")
+
+T = TypeVar("T")
 
 
 class StreamStore:
@@ -56,9 +60,30 @@ class StreamStore:
         created empty if new, marked most recently used; with a notice (or None) when the stream
         was restarted for a reason other than `reset` (its weights changed)."""
         decoder = decoder if decoder is not None else self.decoder
+        weights = weights if weights is not None else id(decoder)
+        stream, notice = self._next_state(name, decoder, weights, reset)
+        self._keep(name, stream, weights, notice)
+        return stream, notice
+
+    def decode_piece(self, name: str, decode: Callable[[DecodeStream], T], decoder: ChunkDecoder,
+                     weights: object, reset: bool = False) -> tuple[T, DecodeStream, str | None]:
+        """Decode the next piece of stream `name` with `decode(stream)` and keep the stream as it
+        is after it, evicting past the bounds. All or nothing: when `decode` raises (refused
+        latents, out of memory, an interrupt), the store stays exactly as it was, its streams'
+        progress, order and evicted names included. Returns (what decode returned, the stream,
+        the notice of `open`)."""
+        stream, notice = self._next_state(name, decoder, weights, reset)
+        result = decode(stream)
+        self._keep(name, stream, weights, notice)
+        self.enforce_bounds(keep=name)
+        return result, stream, notice
+
+    def _next_state(self, name: str, decoder: ChunkDecoder | None, weights: object,
+                    reset: bool) -> tuple[DecodeStream, str | None]:
+        """The stream the next piece of `name` continues (a fresh one for a new clip, else a copy
+        of the stored one) and the notice, changing nothing in the store."""
         if decoder is None:
             raise ValueError("StreamStore.open needs a decoder")
-        weights = weights if weights is not None else id(decoder)
         notice = None
         if name in self._evicted:
             changed = self._evicted[name] != weights
@@ -67,28 +92,28 @@ class StreamStore:
                     f"stream_name '{name}' was evicted to keep memory bounded (at most {self.max_streams} streams); "
                     "its clip cannot continue seamlessly. Set reset to start it again, or use fewer stream names."
                 )
-            del self._evicted[name]
             if changed and not reset:
                 notice = (f"stream '{name}' restarted: it was made with other weights (the checkpoint file was "
                           "replaced or another one is loaded), whose state cannot continue with these")
-        stream = self._streams.pop(name, None)
-        if stream is None:
-            stream = DecodeStream(decoder)
-        else:
-            if self._weights.get(name) != weights:
-                if not reset and stream.frames_decoded:
-                    notice = (f"stream '{name}' restarted after {stream.frames_decoded} frames: it was made with "
-                              "other weights (the checkpoint file was replaced or another one is loaded), whose "
-                              "state cannot continue with these")
-                stream.reset()
-            elif reset:
-                stream.reset()
-            stream.decoder = decoder  # the same weights, maybe another model object (loader re-run)
+        stream = self._streams.get(name)
+        if stream is None or reset or self._weights.get(name) != weights:
+            if stream is not None and not reset and stream.frames_decoded:
+                notice = (f"stream '{name}' restarted after {stream.frames_decoded} frames: it was made with "
+                          "other weights (the checkpoint file was replaced or another one is loaded), whose "
+                          "state cannot continue with these")
+            return DecodeStream(decoder), notice
+        # the same weights, maybe another model object (loader re-run); the stored stream stays as
+        # it is until the piece succeeds
+        return replace(stream, decoder=decoder), notice
+
+    def _keep(self, name: str, stream: DecodeStream, weights: object, notice: str | None) -> None:
+        """Store `stream` as `name`, most recently used."""
+        self._evicted.pop(name, None)
+        self._streams.pop(name, None)
         self._streams[name] = stream
         self._weights[name] = weights
         if notice:
             log.warning("TAESDV: %s", notice)
-        return stream, notice
 
     def enforce_bounds(self, keep: str | None = None) -> list[str]:
         """Evict least recently used streams (never `keep`) until within bounds; returns their names."""

@@ -1,6 +1,6 @@
 """Peak memory of one TAESDV Decode Batch, measured in a fresh process (run by test_survival.py).
 
-    python tests/decode_peak_memory.py CHECKPOINT FRAMES LATENT_HEIGHT LATENT_WIDTH
+    python tests/decode_peak_memory.py CHECKPOINT FRAMES LATENT_HEIGHT LATENT_WIDTH [CV_VAE_FRAMES [FREE_BYTES]]
 
 Imports the host's ComfyUI modules (CPU, no server) and this pack as a package, loads the
 checkpoint with the loader's own function, and runs the node's execute on a random latent clip:
@@ -12,8 +12,12 @@ of the right shape and range): a real TAESDV decode of the ~600 MB of frames thi
 take many minutes on a CPU, and what is measured (how many times the output is held) is decided
 after the layers, in the layout and hand-over of the frames.
 
+CV_VAE_FRAMES (off, repeat, blend) is the node's cv_vae_frames; FREE_BYTES, when given, is the
+free memory ComfyUI reports (comfy.model_management.get_free_memory), to see what the node's
+memory check refuses.
+
 Prints one JSON object: output_bytes, baseline_rss (after model load and input creation, the
-peak reset there), peak_rss, and the IMAGE's shape and dtype.
+peak reset there), peak_rss, and the IMAGE's shape and dtype; or {"refused": the message}.
 """
 import importlib.util
 import json
@@ -61,17 +65,26 @@ def cheap_layers(decoder):
     decoder.forward_chunk = forward_chunk
 
 
-def main(checkpoint, frames, height, width):
+def main(checkpoint, frames, height, width, cv_vae_frames="off", free_bytes=None):
     import_pack()
+    import comfy.model_management as mm
     from taesdv_pack.nodes.decode import TAESDVDecodeBatch
     from taesdv_pack.nodes.load import load_managed
+    from taesdv_pack.taesdv_core.errors import InputError
+
+    if free_bytes is not None:
+        mm.get_free_memory = lambda *args, **kwargs: free_bytes
 
     taesdv = load_managed(checkpoint, "fp32")
     cheap_layers(taesdv.decoder)
     samples = {"samples": torch.randn(frames, 4, height, width, generator=torch.Generator().manual_seed(0))}
-    TAESDVDecodeBatch.execute(taesdv, {"samples": samples["samples"][:2].clone()}, 0, 0.0)  # warm-up: lazy inits
+    TAESDVDecodeBatch.execute(taesdv, {"samples": samples["samples"][:2].clone()}, 0, 0.0, cv_vae_frames)  # warm-up: lazy inits
     baseline = reset_peak_rss()
-    image = TAESDVDecodeBatch.execute(taesdv, samples, 0, 0.0).result[0]
+    try:
+        image = TAESDVDecodeBatch.execute(taesdv, samples, 0, 0.0, cv_vae_frames).result[0]
+    except InputError as e:
+        print(json.dumps({"refused": str(e)}))
+        return
     peak = peak_rss_bytes()
     print(json.dumps({"output_bytes": image.numel() * image.element_size(), "baseline_rss": baseline,
                       "peak_rss": peak, "image_shape": list(image.shape), "image_dtype": str(image.dtype),
@@ -79,4 +92,4 @@ def main(checkpoint, frames, height, width):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], *map(int, sys.argv[2:5]))
+    main(sys.argv[1], *map(int, sys.argv[2:5]), *sys.argv[5:6], *map(int, sys.argv[6:7]))

@@ -1,4 +1,6 @@
 """CV-VAE keyframes spread over 1 + 4(T-1) frames: held or blended."""
+import re
+
 import pytest
 import torch
 
@@ -52,3 +54,31 @@ def test_one_keyframe_stays_one_frame_and_bad_input_is_refused():
         expand_keyframes(k, "interpolate")
     with pytest.raises(ValueError, match="NTCHW"):
         expand_keyframes(k[0], "blend")
+
+
+@pytest.mark.parametrize("mode", ["repeat", "blend"])
+def test_decode_batch_refuses_cv_vae_frames_with_a_taehv_file_as_the_cli_does(comfy, mode):
+    # TAEHV already decodes 4 frames per latent frame: filling its output as CV-VAE keyframes
+    # turned 2 latent frames (5 frames) into 17 meaningless ones.
+    import os
+
+    from safetensors.torch import save_file
+
+    import graphs
+    from reference_taehv import random_state_dict
+
+    name = "taew2_1-keyframes.safetensors"
+    path = os.path.join(comfy.base, "models", "vae_approx", name)
+    save_file(random_state_dict("wan2_1", seed=3), path)
+    try:
+        decode = graphs.decode()
+        decode["inputs"].update(latent_scale=0.0, cv_vae_frames=mode)
+        graph = {"1": graphs.loader(name=name), "2": graphs.latent_clip(frames=2, channels=16, video_5d=True),
+                 "3": decode, "4": graphs.save_tensor("keyframes_taehv", images="3")}
+        run = comfy.run(graph)
+    finally:
+        os.remove(path)
+    assert not run.succeeded
+    assert re.search(rf"cv_vae_frames {mode}: TAEHV .* already decodes 4 frames per latent frame; cv_vae_frames is "
+                     r"for CV-VAE latents read by a one-frame-per-latent decoder \(TAESDV, image TAESD\)",
+                     run.error_text()), run.error_text()

@@ -5,15 +5,19 @@ import urllib.request
 import io
 import json
 import os
+import threading
+import time
 
 import pytest
 import torch
 from PIL import Image
 
 import graphs
-from helpers import random_image_taesd
+from helpers import ROOT, random_image_taesd
 from taesdv_core import decode, model_from_state_dict
 from taesdv_core.preview import PreviewBudget, Previewer, PreviewSettings, preview_latents, sprite_sheet
+
+ARTIFACTS = os.path.join(ROOT, "test-artifacts")
 
 
 class FakeClock:
@@ -393,6 +397,42 @@ def test_the_newest_clip_of_a_prompt_is_an_animated_webp_of_all_its_frames(comfy
     except urllib.error.HTTPError as e:
         status = e.code
     assert status == 404
+
+
+def test_other_routes_answer_within_100_ms_while_16_clients_fetch_a_clip(comfy_serving_clips):
+    # Encoding the animated WebP used to run on the server's event loop: 16 fetches of one clip
+    # held every other request (the settings route took seconds). Now it is encoded once per clip,
+    # off the loop, and the other fetches wait for that encode without holding the loop.
+    host = comfy_serving_clips
+    run = host.run(graphs.sampling_graph(frames=33, size=128, steps=1, preview={"budget_percent": 100, "max_size": 128}))
+    assert run.succeeded and len(clip_events(run)) == 1, run.error_text()
+    url = f"{host.url}/taesdv/preview/latest?prompt_id={run.prompt_id}"
+    bodies = []
+
+    def fetch():
+        with urllib.request.urlopen(url, timeout=120) as r:
+            bodies.append(r.read())
+
+    fetchers = [threading.Thread(target=fetch) for _ in range(16)]
+    for t in fetchers:
+        t.start()
+    latencies = []
+    while not latencies or any(t.is_alive() for t in fetchers):
+        started = time.perf_counter()
+        host.get_json("/taesdv/preview/settings")
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.01)
+    for t in fetchers:
+        t.join()
+    assert len(bodies) == 16 and len(set(bodies)) == 1 and Image.open(io.BytesIO(bodies[0])).n_frames == 33
+    report = {"fetches": 16, "frames": 33, "frame_size": 128, "route_requests": len(latencies),
+              "route_max_ms": round(1000 * max(latencies), 1),
+              "route_median_ms": round(1000 * sorted(latencies)[len(latencies) // 2], 1)}
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with open(os.path.join(ARTIFACTS, "route_latency_during_clip_fetches.json"), "w") as f:
+        json.dump(report, f)
+    print("route latency during 16 clip fetches:", report)
+    assert max(latencies) < 0.1, report
 
 
 # -- video models: TAEHV clips of the whole latent video ----------------------------------------

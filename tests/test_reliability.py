@@ -1,5 +1,6 @@
 """Bad inputs and faults on the real server: each gets a clear message naming the input, what was
 wrong and what to do, and the server then runs the next prompt normally."""
+import json
 import os
 import re
 import threading
@@ -214,6 +215,78 @@ def test_many_streams_stay_bounded_and_an_evicted_stream_must_be_reset(comfy):
     assert re.search(r"stream_name '.*' was evicted.*at most 16 streams.*Set reset", run.error_text())
     assert stream_run(comfy, names[0], reset=True).succeeded
     assert stream_run(comfy, names[-1]).succeeded  # recent streams continue
+
+
+def test_a_refused_piece_under_a_new_name_leaves_the_store_as_it_was(comfy):
+    # 16 live streams fill the store; a refused piece under a 17th name must not take a place there
+    # (it used to be inserted before decoding, so the next good piece evicted a live stream).
+    names = [unique(f"full{i}") for i in range(16)]
+    for i, name in enumerate(names):
+        assert stream_run(comfy, name, seed=i).succeeded
+    graph = {"1": graphs.loader(), "2": graphs.latent_clip(frames=2, fill="nan"), "3": graphs.stream(name=unique("refused")),
+             "4": graphs.save_tensor(unique("s"), images="3")}
+    run = comfy.run(graph)
+    assert re.search(r"NaN or infinite values", run.error_text()), run.error_text()
+    assert server_stats(comfy)["streams"] == 16
+    for i, name in enumerate(names):  # every live stream continues
+        run = stream_run(comfy, name, seed=100 + i)
+        assert run.succeeded, (i, run.error_text())
+
+
+@pytest.mark.parametrize("refused_with", ["reset", "another file of the same width"])
+def test_a_refused_piece_under_an_existing_name_keeps_that_streams_progress(comfy, state_dict, refused_with):
+    stream_name = unique("kept")
+    other = vae_approx(comfy, "taesdv_other_weights.pth")
+    torch.save(official_layout_state_dict(seed=9), other)
+    try:
+        head = {"1": graphs.loader(), "2": graphs.latent_clip(frames=6, seed=71, count=3),
+                "3": graphs.stream(name=stream_name, reset=True), "4": graphs.save_tensor(first := unique("k"), images="3")}
+        assert comfy.run(head).succeeded
+        refused = {"1": graphs.loader(name="taesdv_other_weights.pth" if refused_with != "reset" else "taesdv.pth"),
+                   "2": graphs.latent_clip(frames=2, fill="nan"),
+                   "3": graphs.stream(name=stream_name, reset=refused_with == "reset"), "4": graphs.save_tensor(unique("k"), images="3")}
+        assert re.search(r"NaN or infinite values", comfy.run(refused).error_text())
+        tail = {"1": graphs.loader(), "2": graphs.latent_clip(frames=6, seed=71, start=3),
+                "3": graphs.stream(name=stream_name), "4": graphs.save_tensor(rest := unique("k"), images="3")}
+        run = comfy.run(tail)
+        assert run.succeeded, run.error_text()
+        assert not run.outputs("3").get("text"), run.outputs("3")  # no "restarted" notice: the stream continued
+    finally:
+        os.remove(other)
+    expected = reference_decode(state_dict, clip_latents(6, seed=71)).clamp(0, 1)[0].permute(0, 2, 3, 1)
+    frames = torch.cat([saved(comfy, first)["images"], saved(comfy, rest)["images"]])
+    assert (frames - expected).abs().max() < 1e-5
+
+
+# -- numbers too large for a float ------------------------------------------------------------
+
+HUGE = int("9" * 400)  # a valid JSON number; float() of it overflows
+
+
+@pytest.mark.parametrize("name,expected", [("fps", r"fps must be a number from 1 to 60"),
+                                           ("max_size", r"max_size must be an integer from 32 to 2048"),
+                                           ("budget", r"budget must be a number from 0.001 to 1")])
+def test_a_400_digit_integer_in_the_settings_route_is_refused_naming_it(comfy, name, expected):
+    before = comfy.get_json("/taesdv/preview/settings")
+    status, answer = comfy.post_json("/taesdv/preview/settings", {name: HUGE})
+    assert status == 400, answer
+    assert re.match(rf"{expected}, got an integer of 400 digits$", answer["error"]), answer
+    assert comfy.get_json("/taesdv/preview/settings") == before
+
+
+def test_a_400_digit_integer_in_a_prompt_is_refused_and_the_rest_of_the_prompt_is_still_checked(comfy):
+    graph = graphs.sampling_graph(frames=1, size=64, steps=1, preview={})
+    graph["20"]["inputs"].update(max_size=HUGE, fps=HUGE, budget_percent=float("nan"))
+    graph["14"]["inputs"]["chunk_frames"] = True
+    status, body = comfy.post_json("/prompt", {"prompt": graph})
+    assert status == 400, body
+    errors = {e["extra_info"]["input_name"]: json.dumps(e) for node in body["node_errors"].values() for e in node["errors"]}
+    assert set(errors) == {"max_size", "fps", "budget_percent", "chunk_frames"}, errors
+    assert "max_size must be an integer from 32 to 2048, got an integer of 400 digits" in errors["max_size"]
+    assert "fps must be a number from 1.0 to 60.0, got an integer of 400 digits" in errors["fps"]
+    assert "budget_percent must be a finite number" in errors["budget_percent"]  # checked after the huge ones
+    assert "chunk_frames must be an integer" in errors["chunk_frames"]
+    assert_still_serving(comfy)
 
 
 # -- faults --------------------------------------------------------------------------------------

@@ -130,6 +130,27 @@ def test_the_global_switch_skips_files_that_cannot_preview_and_remembers_failure
         os.remove(encoder_only)
 
 
+def test_a_file_that_fails_in_an_unexpected_way_is_skipped_by_the_global_switch_and_remembered(comfy):
+    # An image-TAESD-shaped decoder with a 1-D block weight: reading its layout raised IndexError,
+    # an error the switch did not catch, and that turned previews off for every family, every run.
+    from helpers import random_image_taesd
+
+    odd = vae_approx(comfy, "taesdv-odd.pth")  # sorted before taesdv.pth, which serves SD latents
+    sd = random_image_taesd()
+    sd["3.conv.0.weight"] = torch.zeros(64)
+    torch.save(sd, odd)
+    assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0})[0] == 200
+    try:
+        for _ in range(2):
+            run = comfy.run(graphs.sampling_graph(frames=2, size=64, steps=2))
+            assert run.succeeded, run.error_text()
+            assert len(preview_events(run)) == 2  # from taesdv.pth, the next file that fits
+        assert comfy.log().count("skipping taesdv-odd.pth") == 1  # remembered: not re-read on the second run
+    finally:
+        comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05})
+        os.remove(odd)
+
+
 # -- 2. an interrupted piece leaves the stream as it was -----------------------------------------
 
 def test_an_interrupted_stream_piece_is_not_half_committed(comfy):
@@ -177,15 +198,7 @@ def test_decode_batch_holds_its_output_once_not_a_second_copy_for_the_image(chec
     # would raise the peak by another output_bytes: 1210 MiB over the baseline for 600 MiB of frames,
     # measured with a .clone() in frames_to_image (and the same with the old NTCHW layout made
     # contiguous there), against 687 MiB without.
-    import json
-    import subprocess
-    import sys
-
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "decode_peak_memory.py")
-    r = subprocess.run([sys.executable, script, checkpoint_path, "200", "64", "64"], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-4000:]
-    m = json.loads(r.stdout.strip().splitlines()[-1])
+    m = decode_peak_memory(checkpoint_path, 200, 64, 64)
     output = m["output_bytes"]
     assert m["image_shape"] == [200, 512, 512, 3] and output == 200 * 512 * 512 * 3 * 4  # 629 MB of float32
     assert m["finite_in_range"]
@@ -195,3 +208,36 @@ def test_decode_batch_holds_its_output_once_not_a_second_copy_for_the_image(chec
           f"(bound {(1.5 * output + allowance) / 2**20:.0f} MiB; a second copy makes it ~{2 * output / 2**20:.0f})")
     assert growth >= output  # the frames were really written: a measurement that sees nothing proves nothing
     assert growth <= 1.5 * output + allowance
+
+
+def decode_peak_memory(checkpoint_path, *args):
+    """tests/decode_peak_memory.py's JSON for these arguments (a fresh process)."""
+    import json
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "decode_peak_memory.py")
+    r = subprocess.run([sys.executable, script, checkpoint_path, *map(str, args)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_cv_vae_frames_are_filled_inside_the_memory_check(checkpoint_path):
+    # 48 latent frames of 64x64 (512 px) filled by blend to 189 frames: the keyframes (151 MB) and
+    # the filled clip (594 MB) are held together once; the check must count both. Filling used to
+    # build its cross-fades from whole-clip temporaries (1.4 GB measured here) that no check saw.
+    frame_bytes = 512 * 512 * 3 * 4
+    keyframes, filled = 48 * frame_bytes, 189 * frame_bytes
+    m = decode_peak_memory(checkpoint_path, 48, 64, 64, "blend")
+    assert m["image_shape"] == [189, 512, 512, 3] and m["finite_in_range"]
+    growth = m["peak_rss"] - m["baseline_rss"]
+    allowance = 128 * 2**20  # as above: a chunk's frames and the latent mappings
+    print(f"cv_vae_frames blend peak: keyframes {keyframes / 2**20:.0f} MiB + filled {filled / 2**20:.0f} MiB, "
+          f"peak over baseline {growth / 2**20:.0f} MiB (bound {(keyframes + filled + allowance) / 2**20:.0f} MiB)")
+    assert filled <= growth <= keyframes + filled + allowance
+    # free memory for the keyframes but not for the filled clip beside them: refused before decoding
+    for mode in ("repeat", "blend"):
+        m = decode_peak_memory(checkpoint_path, 48, 64, 64, mode, keyframes + filled // 2)
+        assert re.search(r"latents \(1, 48, 4, 64, 64\) decode to 48 frames of 512x512, filled to 189 frames "
+                         r"\(cv_vae_frames " + mode + r"\), that need 711 MiB for the output alone", m.get("refused", "")), m

@@ -7,9 +7,9 @@
 // they are missing or renamed, the still shows under the clip, as before; nothing breaks.
 import { app } from "../../scripts/app.js";
 
-export const VUE_NODES_SETTING = "Comfy.VueNodes.Enabled";
+const VUE_NODES_SETTING = "Comfy.VueNodes.Enabled";
 
-export function vueNodesEnabled() {
+function vueNodesEnabled() {
   return !!app.extensionManager?.setting?.get?.(VUE_NODES_SETTING);
 }
 

@@ -92,3 +92,21 @@ def queue(page, graph):
 def wait_done(page, timeout=120_000):
     page.wait_for_function("() => window.__done !== null", timeout=timeout)
     return page.evaluate("() => window.__done")
+
+
+VUE_NODES = "Comfy.VueNodes.Enabled"  # "Nodes 2.0": nodes drawn by Vue components (frontends 1.49+)
+
+
+@contextmanager
+def nodes_2_0(page):
+    """Nodes 2.0 on in this page, and off again after: the host keeps settings for later tests."""
+    set_setting(page, VUE_NODES, True)
+    try:
+        yield
+    finally:
+        set_setting(page, VUE_NODES, False)
+
+
+def set_setting(page, setting_id, value):
+    page.evaluate("async ([id, v]) => { await app.extensionManager.setting.set(id, v); }", [setting_id, value])
+    page.wait_for_timeout(800)  # the frontend re-renders the nodes

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 import graphs
 from reference_taehv import random_state_dict
-from browser import ARTIFACTS, available, comfy_page, frontends, new_errors, queue, shot, wait_done
+from browser import ARTIFACTS, available, comfy_page, frontends, new_errors, nodes_2_0, queue, shot, wait_done
 from comfy_host import ComfyHost
 from helpers import random_image_taesd
 
@@ -284,6 +284,90 @@ def test_player_fills_the_node_preview_area_and_leaves_zoom_and_drag_to_the_canv
         assert panned["offset"] != zoomed["offset"] and panned["nodePos"] == zoomed["nodePos"], (zoomed, panned)
 
         shot(page, name(ui, "preview-after-zoom-and-drag"))
+        assert new_errors(errors, baseline) == []
+
+
+# The player's picture and every picture the sampler's node shows (a Vue node: an element in the page).
+ON_VUE_NODE = """() => {
+    const [node, p] = [...window.TAESDV_PREVIEW.players][0];
+    const r = p.canvas.getBoundingClientRect(), scale = app.canvas.ds.scale;
+    const element = document.querySelector(`[data-node-id="${node.id}"]`);
+    const shown = (e) => { const b = e.getBoundingClientRect(); return b.width > 0 && b.height > 0; };
+    return {width: r.width, height: r.height, nodeWidth: node.size[0] * scale, scale,
+            x: r.x + r.width / 2, y: r.y + r.height / 2, vueNode: !!element?.contains(p.canvas),
+            pictures: element ? [...element.querySelectorAll('img, canvas, video')].filter(shown).map(e => e.className) : null};
+}"""
+
+# The queue's job thumbnail (the frontend's "jobPreview" store) holds core's still of the running job.
+STILL_IN_JOB_THUMBNAIL = """() => JSON.stringify(document.getElementById('vue-app')?.__vue_app__?.config.globalProperties
+                                     .$pinia._s.get('jobPreview')?.$state ?? {}).includes('blob:')"""
+
+
+def test_nodes_2_0_shows_the_player_as_large_as_canvas_nodes_do_and_alone(ui):
+    # Sampled with canvas nodes, then Nodes 2.0 turned on: the same player moves into the Vue node,
+    # as large as before, and the frontend's still of the last step does not show beside it.
+    with comfy_page(ui.url) as (page, errors):
+        page.wait_for_timeout(1000)
+        baseline = len(errors)
+        queue(page, graphs.sampling_graph(frames=8, size=64, steps=6, preview={"budget_percent": 100}))
+        player_ready(page)
+        assert wait_done(page) == "execution_success"
+        bring_player_into_view(page)
+        canvas_node = page.evaluate(PICTURE)
+        shot(page, name(ui, "nodes-2.0-off"))
+        with nodes_2_0(page):
+            bring_player_into_view(page)
+            vue_node = page.evaluate(ON_VUE_NODE)
+            shot(page, name(ui, "nodes-2.0-on-after-run"))
+            assert vue_node["vueNode"] and vue_node["pictures"] == ["taesdv-picture"], vue_node
+            assert vue_node["height"] >= max(200, 0.95 * canvas_node["height"]), (canvas_node, vue_node)
+            assert vue_node["width"] >= max(0.85 * vue_node["nodeWidth"], 0.95 * canvas_node["width"]), (canvas_node, vue_node)
+        assert new_errors(errors, baseline) == []
+
+
+def test_nodes_2_0_player_during_sampling_keeps_its_size_controls_and_cleans_up(ui):
+    with comfy_page(ui.url, init_script=LISTENER_TRACKER) as (page, errors), nodes_2_0(page):
+        page.wait_for_timeout(500)
+        baseline = len(errors)
+        settings_listeners = page.evaluate("() => window.__liveListeners(app.ui.settings)")
+        queue(page, graphs.sampling_graph(frames=8, size=64, steps=12, preview={"budget_percent": 100}))
+        player_ready(page)
+        page.wait_for_function(STILL_IN_JOB_THUMBNAIL, timeout=60_000)  # core's still of a step has come
+        during = page.evaluate(ON_VUE_NODE)
+        shot(page, name(ui, "nodes-2.0-during-sampling"))
+        assert wait_done(page, timeout=240_000) == "execution_success"
+        assert during["vueNode"] and during["pictures"] == ["taesdv-picture"], during
+        bring_player_into_view(page)
+        after = page.evaluate(ON_VUE_NODE)
+        shot(page, name(ui, "nodes-2.0-after-run"))
+        assert after["pictures"] == ["taesdv-picture"] and after["height"] >= 200, after
+        assert after["width"] >= 0.85 * after["nodeWidth"], after
+        page.click(".taesdv-play")  # the controls work
+        assert page.evaluate(PLAYER_STATE)[0]["playing"] is False
+
+        # Made small, the node keeps the player's minimum (as canvas nodes do); made large, it grows.
+        page.evaluate("() => { const n = [...window.TAESDV_PREVIEW.players.keys()][0]; n.setSize([n.size[0], 100]); }")
+        page.wait_for_timeout(500)
+        small = page.evaluate(ON_VUE_NODE)
+        shot(page, name(ui, "nodes-2.0-node-made-small"))
+        assert small["height"] >= 100, small
+        page.evaluate("() => { const n = [...window.TAESDV_PREVIEW.players.keys()][0]; n.setSize([n.size[0] * 1.6, 900]); }")
+        page.wait_for_timeout(500)
+        grown = page.evaluate(ON_VUE_NODE)
+        assert grown["width"] > 1.4 * after["width"] and grown["height"] > 1.4 * after["height"], (after, grown)
+
+        # The wheel over the picture zooms the graph.
+        page.mouse.move(grown["x"], grown["y"])
+        page.mouse.wheel(0, -300)
+        page.wait_for_timeout(400)
+        assert page.evaluate(ON_VUE_NODE)["scale"] > grown["scale"]
+
+        # Removing the node releases the player and the listener that kept stills off Vue nodes.
+        page.evaluate("() => app.graph.remove([...window.TAESDV_PREVIEW.players.keys()][0])")
+        page.wait_for_timeout(300)
+        assert page.evaluate("() => window.TAESDV_PREVIEW.players.size") == 0
+        assert page.evaluate("() => document.querySelectorAll('.taesdv-preview').length") == 0
+        assert page.evaluate("() => window.__liveListeners(app.ui.settings)") == settings_listeners
         assert new_errors(errors, baseline) == []
 
 

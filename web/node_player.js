@@ -3,12 +3,14 @@
 //
 // Only documented extension APIs: node.addDOMWidget, node.onRemoved, node.onDrawBackground,
 // app.canvas. Where one is missing the player is not attached and ComfyUI's standard preview
-// still shows on the node as usual.
+// still shows on the node as usual. Nodes 2.0 (Vue-drawn nodes) need internals: vue_nodes.js.
 import { app } from "../../scripts/app.js";
 import { ClipPlayer } from "./clip_player.js";
+import { hideVueStill, keepStillsOffVueNodes } from "./vue_nodes.js";
 
 export const WIDGET = "taesdv_preview";
 const MIN_HEIGHT = 160; // px of graph space, like ComfyUI's own image preview area
+const MARGIN = 10; // px of graph space around the player, the frontend's default for DOM widgets
 // The frontend's own still-image preview widget on a node (not an API: if it is renamed, the
 // still shows beside the clip, nothing breaks).
 const CORE_STILL_WIDGET = "$$canvas-image-preview";
@@ -16,6 +18,8 @@ const CORE_STILL_WIDGET = "$$canvas-image-preview";
 // Players by node. A Map holds its nodes strongly, so every entry is released explicitly: when the
 // node is removed (onRemoved) and when a workflow switch leaves the node out of the graph.
 export const players = new Map();
+// While there are players: stops the frontend's store hook that keeps stills off their Vue nodes.
+let stopHidingVueStills = null;
 
 // Wheel and pointer events over the picture go to the graph canvas, so zoom and drag work over
 // the preview as over the rest of the node. A copy is dispatched there, as the frontend does for
@@ -34,9 +38,13 @@ export function playerFor(node) {
   if (existing && !existing.disposed) return existing;
   if (typeof node.addDOMWidget !== "function") return null; // fail soft: the standard still shows
   const player = new ClipPlayer({ forwardEvent: forwardToCanvas });
+  // Vue nodes (Nodes 2.0) lay the element out by CSS and ignore getMinHeight: its own min-height
+  // keeps the same minimum there. Canvas nodes give it the widget's height less the margins.
+  player.root.style.minHeight = `${MIN_HEIGHT - 2 * MARGIN}px`;
   const widget = node.addDOMWidget(WIDGET, "taesdv-preview", player.root, {
     serialize: false,
     hideOnZoom: false,
+    margin: MARGIN,
     getMinHeight: () => MIN_HEIGHT,
   });
   widget.serialize = false; // never part of the node's saved widget values
@@ -51,6 +59,7 @@ export function playerFor(node) {
     return previousOnRemoved?.apply(this, args);
   };
   players.set(node, player);
+  stopHidingVueStills ??= keepStillsOffVueNodes(() => players.keys());
   growForPreview(node, 1);
   return player;
 }
@@ -62,6 +71,7 @@ function hideCoreStill(node, player) {
   const hadOwn = Object.prototype.hasOwnProperty.call(node, "onDrawBackground");
   const original = node.onDrawBackground;
   removeCoreStill(node);
+  hideVueStill(node);
   node.onDrawBackground = function (...args) {
     if (player.disposed) return original?.apply(this, args);
     removeCoreStill(this);
@@ -94,6 +104,10 @@ export function release(node) {
   const player = players.get(node);
   if (!player) return;
   players.delete(node);
+  if (players.size === 0) {
+    stopHidingVueStills?.();
+    stopHidingVueStills = null;
+  }
   player.dispose();
   player.detach?.();
   const index = node.widgets?.findIndex((w) => w.name === WIDGET) ?? -1;

@@ -77,7 +77,7 @@ def bad_checkpoints(comfy, tmp_path_factory):
     ("taesdv_missing.pth", r"1 missing \(e.g. decoder.19.bias\)"),
     ("taesdv_extra.pth", r"1 unexpected \(e.g. decoder.99.weight\)"),
     ("taesdv_reshaped.safetensors", r"decoder.1.weight \(64, 16, 3, 3\) \(expected \(64, 4, 3, 3\)\)"),
-    ("my_image_taesd.pth", r"is an image TAESD decoder.*not TAESDV.*taesdv.pth"),
+    ("my_image_taesd.pth", r"'my_image_taesd.pth' looks like a TAESD \(SD1.x/SD2.x\) decoder but its tensors do not match: 2 missing \(e.g. 19.bias, 19.weight\)"),
     ("my_wan_tae.pth", r"'my_wan_tae.pth': decoder TGrow convs .* give time strides .*; TAEHV has \(1, 2, 2\)"),
     ("my_sd_vae.safetensors", r"full SD VAE \(load it with ComfyUI's Load VAE instead\)"),
     ("taesdv_list.pth", r"not a state dict of tensors \(found list\)"),

@@ -174,7 +174,7 @@ def test_one_frame_and_odd_or_tiny_sizes_decode_exactly(comfy, state_dict, frame
 def test_tiny_images_are_refused_by_encode(comfy):
     graph = {"1": graphs.loader(), "2": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 2, "color": 0}},
              "3": graphs.encode(pixels="2"), "4": graphs.save_tensor(unique("t"), samples="3")}
-    assert re.search(r"pixels are 4x4; this encoder needs at least 8x8", comfy.run(graph).error_text())
+    assert re.search(r"pixels are 4x4 \(width x height\); TAESDV needs at least 8x8", comfy.run(graph).error_text())
 
 
 def test_rgba_images_and_sizes_not_multiple_of_8_encode(comfy):

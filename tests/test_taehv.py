@@ -11,7 +11,7 @@ import torch
 from helpers import set_frame_by_frame
 from reference_taehv import VARIANTS, layout, random_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, decode, encode
-from taesdv_core.family import Match, NoMatch
+from taesdv_core.family import LatentSpace, NoMatch
 from taesdv_core.taehv import FAMILY, TAEHVDecoder, TAEHVSuperDecoder, taehv_from_state_dict
 
 HOST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".host", "ComfyUI")
@@ -275,7 +275,7 @@ def test_space_upscale_off_decodes_at_latent_size(sds):
                                               ("wan2_2_super", None)])
 def test_cheaper_variants_are_the_loaded_weights_without_time_then_space_upscaling(sds, variant, filename):
     _, full, _ = taehv_from_state_dict(sds[variant], filename)
-    full.latent_format, full.input_space = "Wan22", "vae"
+    full.latent_space = LatentSpace("Wan22", "vae")
     variants = full.cheaper_variants()
     super_ = variant.endswith("super")
     assert [(v.time_scale, v.spatial_scale) for v in variants] == (

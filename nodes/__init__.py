@@ -23,10 +23,12 @@ def activate() -> None:
     """Routes and the preview hook; idempotent (0.3.75 never calls on_load, newer hosts may)."""
     register_routes()
     install_sampler_preview_hook()
-    install_prompt_check()
+    install_prompt_check(NODES)
 
 
 class TAESDVExtension(ComfyExtension):
+    """The pack's extension: every node, and routes and hooks on load."""
+
     async def on_load(self) -> None:
         activate()
 

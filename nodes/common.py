@@ -1,4 +1,5 @@
-"""What the node files share: the TAESDV socket type and LATENT/IMAGE layout conversions."""
+"""What the node files share: the socket type of a loaded tiny autoencoder ("TAESDV", the id saved
+workflows use) and LATENT/IMAGE layout conversions."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +7,7 @@ from comfy_api.latest import io
 
 from ..taesdv_core.errors import InputError
 from ..taesdv_core.families import which_file_fits
-from ..taesdv_core.media import centre_crop
+from ..taesdv_core.media import crop_to_encoder
 from . import latent_spaces
 
 TAESDVModel = io.Custom("TAESDV")
@@ -68,10 +69,10 @@ def frames_to_image(frames: torch.Tensor) -> torch.Tensor:
     return frames.flatten(0, 1)
 
 
-def image_to_frames(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE [B, H, W, C] -> one clip (1, B, 3, H', W') with H', W' cropped (centred) to multiples of 8."""
+def image_to_frames(image: torch.Tensor, encoder) -> torch.Tensor:
+    """ComfyUI IMAGE [B, H, W, C] -> one clip (1, B, 3, H', W') cropped (centred) to the sizes `encoder` takes."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4:
         raise InputError(f"pixels must be an IMAGE [frames, height, width, channels], got {getattr(image, 'shape', type(image))}")
     if image.shape[-1] not in (3, 4):
         raise InputError(f"pixels have {image.shape[-1]} channels; expected RGB (3) or RGBA (4)")
-    return centre_crop(image[..., :3].movedim(-1, 1), 8, "pixels").unsqueeze(0).float()
+    return crop_to_encoder(image[..., :3].movedim(-1, 1), encoder, "pixels").unsqueeze(0).float()

@@ -8,9 +8,6 @@ from ..taesdv_core import compare
 from ..taesdv_core.errors import InputError
 from .common import CATEGORY, TAESDVModel, latent_to_clips
 
-SLOTS = ("decoder_a", "decoder_b", "decoder_c", "decoder_d")
-
-
 class CompareDecoders(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

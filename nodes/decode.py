@@ -1,4 +1,5 @@
-"""TAESDV Decode Batch: whole clips of latents to images, in memory-bounded chunks (CV-VAE keyframes filled in on request)."""
+"""TAESDV Decode Batch: whole clips of latents to images with any loaded tiny decoder, in
+memory-bounded chunks (CV-VAE keyframes filled in on request)."""
 from __future__ import annotations
 
 from comfy_api.latest import io
@@ -19,13 +20,14 @@ class TAESDVDecodeBatch(io.ComfyNode):
             node_id="TAESDVDecode",
             display_name="TAESDV Decode Batch",
             category=CATEGORY,
-            description="Decodes a video latent with TAESDV: smooth, temporally coherent frames at a fraction of the "
-                        "full VAE's cost. Frames as the batch (AnimateDiff, AnimateLCM, SVD) or [B, 4, T, h, w] video "
-                        "latents. One latent frame gives one image frame.",
+            description="Decodes a video latent with the loaded tiny decoder (TAESDV, TAEHV, image TAESD, TAE-192): "
+                        "smooth, temporally coherent frames at a fraction of the full VAE's cost. Frames as the batch "
+                        "(AnimateDiff, AnimateLCM, SVD) or [B, C, T, h, w] video latents. TAESDV and image TAESD give "
+                        "one frame per latent frame, TAEHV 4T-3 (LTX-2: 8T-7).",
             inputs=[
                 TAESDVModel.Input("taesdv", tooltip="From Load TAESDV."),
-                io.Latent.Input("samples", tooltip="SD-family latents (4 channels): the frames of one clip as the batch, "
-                                                   "or 5-D video latents."),
+                io.Latent.Input("samples", tooltip="Latents of the model the loaded decoder was made for: the frames of "
+                                                   "one clip as the batch, or 5-D video latents."),
                 chunk_input(),
                 latent_scale_input(),
                 io.Combo.Input("cv_vae_frames", options=list(CV_VAE_MODES), default="off", optional=True,

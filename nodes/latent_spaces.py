@@ -1,10 +1,11 @@
 """How ComfyUI's latents map to each tiny decoder's input.
 
 A LATENT between nodes holds the VAE's own latents; a sampler's x0 is in the diffusion model's
-space, `latent_format.process_in(LATENT)`. Each decoder of the core declares the latent format
-it was made for (`latent_format`, a class name of comfy.latent_formats) and which of the two
-spaces it eats (`input_space`): "model" (TAESDV, image TAESD, TAEHV for HunyuanVideo) or "vae"
-(LATENT as is: TAEHV for Wan, as the host's own VAE Decode feeds those files). The decode
+space, `latent_format.process_in(LATENT)`. Each decoder of the core carries the latent space its
+family's record gave it (`latent_space`): the latent format it was made for (`latent_format`, a
+class name of comfy.latent_formats) and which of the two spaces it eats (`input_space`): "model"
+(TAESDV, image TAESD, TAEHV for HunyuanVideo) or "vae" (LATENT as is: TAEHV for Wan, as the
+host's own VAE Decode feeds those files). Here the host's own format classes map them. The decode
 nodes and the previews both go through `to_decoder`, so a preview shows what a decode of the
 same latents gives.
 """

@@ -6,10 +6,9 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..taesdv_core import OFFICIAL_URL
-from ..taesdv_core.loading import load_autoencoder
 from ..taesdv_core.checkpoint import file_fingerprint
-from ..taesdv_core.families import where_to_get
+from ..taesdv_core.families import FAMILIES, family_of_file_name, models_of, where_to_get
+from ..taesdv_core.loading import load_autoencoder
 from ..taesdv_core.errors import CheckpointError, InputError
 from .managed_model import DTYPE_CHOICES, ManagedAutoencoder
 
@@ -21,9 +20,16 @@ CHECKPOINT_EXTENSIONS = (".pth", ".pt", ".safetensors", ".sft")
 
 
 def plausible_checkpoints(names: list[str]) -> list[str]:
-    """Checkpoint files of vae_approx (every tiny-autoencoder family loads), names containing 'taesdv' first."""
+    """Checkpoint files of vae_approx (every tiny-autoencoder family loads), those named as the
+    first family's files (taesdv) first."""
     keep = [n for n in names if n.lower().endswith(CHECKPOINT_EXTENSIONS)]
-    return sorted(keep, key=lambda n: ("taesdv" not in n.lower(), n.lower()))
+    first = lambda n: (family_of_file_name(os.path.basename(n)) or (None,))[0] is FAMILIES[0]
+    return sorted(keep, key=lambda n: (not first(n), n.lower()))
+
+
+def families_text() -> str:
+    """The families a file may be, with the models whose latents each decodes (from their records)."""
+    return "; ".join(f"{family.name} ({models_of(family)})" for family in FAMILIES)
 
 
 class LoadTAESDV(io.ComfyNode):
@@ -33,9 +39,8 @@ class LoadTAESDV(io.ComfyNode):
             node_id="TAESDVLoader",
             display_name="Load TAESDV",
             category=CATEGORY,
-            description="Loads a tiny autoencoder from models/vae_approx, recognised by its tensors: TAESDV (SD video), "
-                        "TAEHV (Wan 2.1/2.2, HunyuanVideo 1/1.5, LTX-2, CogVideoX), image TAESD (SD, SDXL, SD3, FLUX) or "
-                        f"TAE-192 / the temporal decoder. Get taesdv.pth from {OFFICIAL_URL}.",
+            description="Loads a tiny autoencoder from models/vae_approx, recognised by its tensors: "
+                        f"{families_text()}. Get taesdv.pth from {where_to_get('taesdv.pth')}.",
             inputs=[
                 io.Combo.Input("model_name", options=plausible_checkpoints(folder_paths.get_filename_list("vae_approx")),
                                tooltip="A tiny-autoencoder checkpoint in models/vae_approx (.pth or .safetensors); "
@@ -44,7 +49,8 @@ class LoadTAESDV(io.ComfyNode):
                                tooltip="Precision of the weights. auto = what ComfyUI picks for VAEs on this device "
                                        "(fp16/bf16 on GPUs, fp32 on CPU); fp32 is exact, tf32 lets CUDA convs use TF32."),
             ],
-            outputs=[TAESDVModel.Output("taesdv", tooltip="The TAESDV model for the decode, encode and preview nodes.")],
+            outputs=[TAESDVModel.Output("taesdv", tooltip="The loaded tiny autoencoder for the decode, encode and preview "
+                                                          "nodes.")],
         )
 
     @classmethod

@@ -1,4 +1,5 @@
-"""TAESDV Latent Preview: animated whole-clip previews for every sampler downstream of a MODEL."""
+"""TAESDV Latent Preview: animated whole-clip previews, with any loaded tiny decoder, for every
+sampler downstream of a MODEL."""
 from __future__ import annotations
 
 import comfy.patcher_extension
@@ -18,11 +19,13 @@ class TAESDVLatentPreview(io.ComfyNode):
             node_id="TAESDVLatentPreview",
             display_name="TAESDV Latent Preview",
             category=CATEGORY,
-            description="Every sampler using this MODEL plays the whole clip as it is now, decoded with TAESDV at each "
-                        "previewed step: smooth and coherent, never mixing steps. Works for prompts sent through the "
-                        "API too. SD-family latents only; others keep ComfyUI's own preview.",
+            description="Every sampler using this MODEL plays the whole clip as it is now, decoded with the loaded tiny "
+                        "decoder at each previewed step: smooth and coherent, never mixing steps. Works for prompts sent "
+                        "through the API too. Samplers whose latents the decoder was not made for keep ComfyUI's own "
+                        "preview.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (SD1.x/SD2.x, SVD, AnimateDiff, AnimateLCM)."),
+                io.Model.Input("model", tooltip="The diffusion model whose latents the loaded decoder was made for (SD1.x, "
+                                                "SVD, AnimateDiff, Wan, HunyuanVideo, ...)."),
                 TAESDVModel.Input("taesdv", tooltip="From Load TAESDV."),
                 io.Int.Input("max_size", default=256, min=32, max=2048, step=8,
                              tooltip="Longest side of preview frames in pixels. Larger latents are decoded at this "
@@ -32,7 +35,7 @@ class TAESDVLatentPreview(io.ComfyNode):
                                tooltip="Previews may add at most this much to the sampler's time; steps are skipped "
                                        "when a preview would cost more. 100 previews every step."),
             ],
-            outputs=[io.Model.Output(tooltip="The same model, previewing with TAESDV.")],
+            outputs=[io.Model.Output(tooltip="The same model, previewing with the loaded tiny decoder.")],
         )
 
     @classmethod

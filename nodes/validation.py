@@ -14,6 +14,7 @@ ComfyUI 0.3.75 converts widget values before a node sees them (`bool("false")` i
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -95,7 +96,7 @@ def check_inputs(node_cls, **values) -> None:
         if name in specs:
             check_widget(specs[name], value)
         elif name == "taesdv" and not isinstance(value, ManagedAutoencoder):
-            raise InputError(f"taesdv must come from Load TAESDV, got {type(value).__name__}")
+            raise InputError(f"taesdv must be a loaded tiny autoencoder (from Load TAESDV), got {type(value).__name__}")
         elif name == "model" and not (hasattr(value, "clone") and isinstance(getattr(value, "model_options", None), dict)):
             raise InputError(f"model must be a MODEL (a diffusion model), got {type(value).__name__}")
 
@@ -110,14 +111,13 @@ class RefusedValue(str):
     __bool__ = __int__ = __float__ = __index__ = _refuse
 
 
-def check_prompt(json_data):
-    """PromptServer on_prompt handler: refuse bad raw widget values of the pack's nodes (see above)."""
-    from . import NODES
-
+def check_prompt(json_data, node_classes: tuple = ()):
+    """PromptServer on_prompt handler: refuse bad raw widget values of the pack's nodes
+    (`node_classes`, handed over by install_prompt_check; see above)."""
     prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
     if not isinstance(prompt, dict):
         return json_data
-    by_id = {cls.define_schema().node_id: cls for cls in NODES}
+    by_id = {cls.define_schema().node_id: cls for cls in node_classes}
     for node in prompt.values():
         cls = by_id.get(node.get("class_type")) if isinstance(node, dict) else None
         inputs = node.get("inputs") if cls is not None else None
@@ -139,10 +139,12 @@ def check_prompt(json_data):
     return json_data
 
 
-def install_prompt_check() -> None:
+def install_prompt_check(node_classes) -> None:
+    """Register check_prompt for these node classes (the package's NODES), once per server."""
     from server import PromptServer
 
     server = PromptServer.instance
     if not any(getattr(h, "taesdv_check", False) for h in server.on_prompt_handlers):
-        check_prompt.taesdv_check = True
-        server.add_on_prompt_handler(check_prompt)
+        handler = functools.partial(check_prompt, node_classes=tuple(node_classes))
+        handler.taesdv_check = True
+        server.add_on_prompt_handler(handler)

@@ -129,7 +129,7 @@ def make_taesd(path: str) -> None:
 
 def make_taehv(path: str) -> None:
     sys.path.insert(0, ROOT)
-    from taesdv_core.loading import TinyAutoencoder
+    from taesdv_core.family import TinyAutoencoder
     from taesdv_core.taehv import TAEHVDecoder, TAEHVEncoder
 
     def visible_demo():  # encoder.*, decoder.*

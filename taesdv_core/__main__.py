@@ -27,7 +27,7 @@ from .errors import CheckpointError, InputError
 from .families import where_to_get
 from .keyframes import check_keyframe_decoder, expand_keyframes, expanded_length
 from .loading import comfy_latent_to_input, load_autoencoder
-from .media import FrameWriter, centre_crop, read_frames, read_latents
+from .media import FrameWriter, crop_to_encoder, read_frames, read_latents
 
 KEYFRAMES = ("off", "repeat", "blend")
 
@@ -112,7 +112,7 @@ def decode_command(args) -> None:
 
 def _encode_frames(encoder, frames: torch.Tensor, chunk: int | None) -> torch.Tensor:
     """Frames (T, 3, H, W) -> latents (1, T', C, h, w), centre-cropped to the encoder's scale first."""
-    return encode(encoder, centre_crop(frames, encoder.spatial_scale), chunk).unsqueeze(0)
+    return encode(encoder, crop_to_encoder(frames, encoder), chunk).unsqueeze(0)
 
 
 def encode_command(args) -> None:

@@ -1,8 +1,9 @@
-"""Reading TAESDV checkpoints safely and telling the user what a wrong file is.
+"""Reading tiny-autoencoder checkpoint files safely, whatever their family.
 
 `.pth` files are read with `torch.load(weights_only=True)` (no code in a pickle ever runs);
-`.safetensors` files with safetensors. Keys and shapes are checked strictly against the
-official layout; a file of another kind is named (image TAESD, TAEHV family, SD VAE, ...).
+`.safetensors` files with safetensors. Which family a file is, and the strict check of its
+tensors, are the family records' (families.py, family.py); a file no family claims is named
+here (a full VAE, a diffusion model, ...).
 """
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import re
 
 import torch
 
-from .engine import allow_tf32
 from .errors import CheckpointError
-from .families import OFFICIAL_URL
-from .model import TAESDV
+from .families import family_of_file_name, where_to_get
+from .model import FAMILY as TAESDV_FAMILY, OFFICIAL_URL
 
 OFFICIAL_BLOB_ID = "ffbcfae958d6364adddffca405f8dac44d03ace2"
 # Weight dtypes by name. "tf32" is float32 weights whose convolutions may use TF32 on CUDA
@@ -69,8 +69,8 @@ def file_fingerprint(path: str) -> str:
 def _too_big(name: str, declared: int, what: str) -> CheckpointError:
     return CheckpointError(
         f"checkpoint '{name}' was refused: {what} declares {declared / 2**20:.0f} MiB of data, more than the "
-        f"{MAX_DECLARED_BYTES >> 20} MiB any tiny autoencoder needs (real files are a few MB); it is not a TAESDV "
-        f"checkpoint, or it is damaged. Nothing was loaded. Use the official taesdv.pth ({OFFICIAL_URL})"
+        f"{MAX_DECLARED_BYTES >> 20} MiB any tiny autoencoder needs (real files are a few MB); it is not a "
+        f"tiny-autoencoder checkpoint, or it is damaged. Nothing was loaded. Official files: {where_to_get(name)}"
     )
 
 
@@ -129,6 +129,12 @@ def check_declared_sizes(path: str, name: str, is_safetensors: bool) -> None:
 MISSING_ADVICE = f"put taesdv.pth in models/vae_approx ({OFFICIAL_URL})"
 
 
+def is_taesdv_name(name: str) -> bool:
+    """Whether a file is named as the official taesdv.pth, whose git blob id is known."""
+    named = family_of_file_name(name)
+    return named is not None and named[0] is TAESDV_FAMILY
+
+
 # torch.save writes a zip (PK..), older PyTorch a pickle (0x80): anything else is another kind of file
 CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
 
@@ -168,8 +174,8 @@ def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str
             if found:
                 raise CheckpointError(
                     f"checkpoint '{name}' was refused: it holds Python objects ({found.group(1)}) that would run "
-                    "code when loaded, not only tensors. Nothing in it was executed. Use the official taesdv.pth "
-                    f"({OFFICIAL_URL}) or a .safetensors file."
+                    "code when loaded, not only tensors. Nothing in it was executed. Use the official file "
+                    f"({where_to_get(name)}) or a .safetensors file."
                 ) from None
             if not head.startswith(CHECKPOINT_MAGIC):  # text or another format read as a pickle
                 raise _not_a_checkpoint(name, type(e).__name__) from None
@@ -182,7 +188,7 @@ def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str
         except Exception as e:  # torch's safe unpickler raises many types on corrupt bytes; none executes code
             if not head.startswith(CHECKPOINT_MAGIC):
                 raise _not_a_checkpoint(name, type(e).__name__) from None
-            again = f" and check its git blob id ({OFFICIAL_BLOB_ID})" if "taesdv" in name.lower() else ""
+            again = f" and check its git blob id ({OFFICIAL_BLOB_ID})" if is_taesdv_name(name) else ""
             raise CheckpointError(f"checkpoint '{name}' could not be read: it looks truncated or corrupt "
                                   f"({type(e).__name__}); download it again{again}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
@@ -194,93 +200,14 @@ def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str
     return sd
 
 
-def identify(sd: dict[str, torch.Tensor]) -> str:
-    """What kind of tiny-autoencoder or VAE file a state dict looks like (a short phrase)."""
+def describe_other(sd: dict[str, torch.Tensor]) -> str:
+    """What a state dict that no family's record claims looks like (a short phrase)."""
     keys = set(sd)
     if any(k.startswith(("model.diffusion_model.", "cond_stage_model.", "conditioner.")) for k in keys):
         return "a full diffusion-model checkpoint (load it with ComfyUI's Load Checkpoint instead)"
     if any(k.startswith(("decoder.conv_in.", "decoder.mid.", "quant_conv.", "first_stage_model.")) for k in keys):
         return "a full SD VAE (load it with ComfyUI's Load VAE instead)"
-    if "decoder.22.weight" in keys or "decoder.7.conv.weight" in keys or "encoder.2.conv.weight" in keys:
-        w = sd.get("decoder.1.weight")
-        ch = f" for {w.shape[1]}-channel latents" if w is not None and w.ndim == 4 else ""
-        return (f"a TAEHV-family video decoder{ch} (taehv/taew2_1/taew2_2/...: Wan, Hunyuan, LTX, CogVideoX); "
-                "ComfyUI loads those itself from models/vae_approx")
-    if any(k.startswith(("taesd_decoder.", "taesd_encoder.")) for k in keys) or "3.conv.0.weight" in keys:
-        w = sd.get("3.conv.0.weight", sd.get("taesd_decoder.3.conv.0.weight"))
-        if w is not None and w.ndim == 4 and w.shape[1] == w.shape[0]:
-            return "an image TAESD decoder/encoder (taesd_decoder.pth; ComfyUI's own previews use it); it has no frame memory"
-        return "an image TAESD-style file"
-    w = sd.get("decoder.3.conv.0.weight")
-    if w is not None and tuple(w.shape) == (64, 128, 3, 3):
-        return "a TAESDV checkpoint"
-    if w is not None and w.ndim == 4 and w.shape[1] == w.shape[0]:
-        return "an image TAESD decoder with 'decoder.' prefixes (no frame memory)"
+    if any(k.startswith(("taesd_decoder.", "taesd_encoder.")) or k.endswith("3.conv.0.weight") for k in keys):
+        return "an image TAESD decoder/encoder whose tensors are incomplete"
     sample = ", ".join(sorted(keys)[:4])
     return f"an unknown state dict of {len(keys)} tensors (e.g. {sample})"
-
-
-def layout_problems(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str | None:
-    """How a state dict's keys and shapes differ from `expected` ("1 missing (e.g. ...), ..."), or None."""
-    missing = sorted(set(expected) - set(sd))
-    extra = sorted(set(sd) - set(expected))
-    reshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-                if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if extra:
-        problems.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
-    if reshaped:
-        problems.append(f"{len(reshaped)} of the wrong shape (e.g. {'; '.join(reshaped[:2])})")
-    return ", ".join(problems) or None
-
-
-def _check_layout(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], name: str) -> None:
-    problems = layout_problems(sd, expected)
-    if problems:
-        raise CheckpointError(
-            f"checkpoint '{name}' has the TAESDV layout but its tensors do not match: {problems}. "
-            f"Expected the 134 tensors of the official taesdv.pth ({OFFICIAL_URL})."
-        )
-    bad = [k for k, v in sd.items() if not v.is_floating_point()]
-    if bad:
-        raise CheckpointError(f"checkpoint '{name}' has non-float tensors (e.g. {bad[0]}: {sd[bad[0]].dtype})")
-    nonfinite = [k for k, v in sd.items() if not torch.isfinite(v).all()]
-    if nonfinite:
-        raise CheckpointError(f"checkpoint '{name}' has NaN or infinite weights (e.g. {nonfinite[0]}); download it again")
-
-
-def model_from_state_dict(sd: dict[str, torch.Tensor], name: str = "state dict",
-                          dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> TAESDV:
-    """A TAESDV in eval mode with the weights of `sd`, strictly checked.
-
-    A file holding only `encoder.*` or only `decoder.*` tensors gives a model with just that half.
-    """
-    kind = identify(sd)
-    if kind != "a TAESDV checkpoint" and not any(k.startswith("encoder.") for k in sd):
-        raise CheckpointError(f"checkpoint '{name}' is {kind}, not TAESDV. TAESDV needs taesdv.pth from {OFFICIAL_URL}")
-    if kind != "a TAESDV checkpoint" and any(k.startswith("decoder.") for k in sd):
-        raise CheckpointError(f"checkpoint '{name}' is {kind}, not TAESDV. TAESDV needs taesdv.pth from {OFFICIAL_URL}")
-    has_encoder = any(k.startswith("encoder.") for k in sd)
-    has_decoder = any(k.startswith("decoder.") for k in sd)
-    model = TAESDV(encoder=has_encoder, decoder=has_decoder)
-    _check_layout(sd, model.state_dict(), name)
-    model.load_state_dict(sd, strict=True)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-
-
-def load_taesdv(path: str, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
-                missing_advice: str = MISSING_ADVICE) -> TAESDV:
-    """Load a TAESDV checkpoint file (.pth or .safetensors) in the given dtype and device.
-
-    dtype: a torch dtype or a name of DTYPES; "tf32" loads float32 weights that may use TF32.
-    `missing_advice` is what the error tells the user to do when the file does not exist.
-    """
-    tf32 = dtype == "tf32"
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise CheckpointError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
-        dtype = DTYPES[dtype]
-    model = model_from_state_dict(read_state_dict(path, missing_advice), os.path.basename(path), dtype, device)
-    return allow_tf32(model, tf32)

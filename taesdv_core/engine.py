@@ -102,9 +102,8 @@ def preferred_chunk_frames(device: torch.device) -> int:
     twice 8's batch recovers most of its gap (per-chunk overheads halve), at about a third of 64's
     memory (~4 GB at 512 px by the peak's proportion to the chunk). Shorter chunks also leave
     less un-overlapped work at a clip's ends (FrameSink overlaps each chunk's copy to the host
-    with the next chunk's compute). TO BE RE-MEASURED: chunk 16 and 32 on a GPU
-    (`bench/run.py --device cuda --dtype fp16` prints the rows); change this constant if 16 is
-    not within ~3% of the fastest there.
+    with the next chunk's compute). Chunks of 16 and 32 are not in the table:
+    `bench/run.py --device cuda --dtype fp16` prints their rows.
     """
     return 8 if runs_frame_by_frame(device) else ACCELERATOR_CHUNK_FRAMES
 

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import layout_problems
 from .errors import CheckpointError
+from .family import Family, LatentSpace, Match, NoMatch, StateDict, TinyAutoencoder, load_strict, tensor_shape
 from .layers import Block, ChunkDecoder, UpsampledConv, conv
 
 WIDTH = 192
@@ -252,26 +252,46 @@ def _strip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
-def identify_fast_decoder(sd: dict[str, torch.Tensor]) -> str | None:
+def _kind(sd: StateDict) -> str | None:
     """"tae192", "tae_temporal" or None, from the tensors."""
     dec = _strip(sd)
-    w = dec.get("layers.0.weight")
-    if w is None or w.ndim != 4 or tuple(w.shape) != (WIDTH, LATENT_CHANNELS, 3, 3):
+    if tensor_shape(dec, "layers.0.weight", 4) != (WIDTH, LATENT_CHANNELS, 3, 3):
         return None
     return "tae_temporal" if any(k.startswith("mid_block.") for k in dec) else "tae192"
 
 
-def fast_decoder_from_state_dict(sd: dict[str, torch.Tensor], name: str = "state dict",
-                                 window: int = 8) -> ChunkDecoder:
-    """A TAE192Decoder or TemporalTAEDecoder in eval mode, strictly checked (keys and shapes)."""
-    kind = identify_fast_decoder(sd)
+def fast_decoder_from_state_dict(sd: StateDict, name: str = "state dict", window: int = 8) -> ChunkDecoder:
+    """A TAE192Decoder or TemporalTAEDecoder in eval mode, strictly checked (keys, shapes, values)."""
+    kind = _kind(sd)
     if kind is None:
         raise CheckpointError(f"checkpoint '{name}' is not a TAE-192 / DecoderTinyTemporal decoder "
                               "(expected decoder.layers.0.weight of shape (192, 4, 3, 3))")
     model = TemporalTAEDecoder(window) if kind == "tae_temporal" else TAE192Decoder()
-    dec = _strip(sd)
-    problems = layout_problems(dec, model.state_dict())
-    if problems:
-        raise CheckpointError(f"checkpoint '{name}' looks like {model.family} but does not match: {problems}")
-    model.load_state_dict(dec, strict=True)
-    return model.eval().requires_grad_(False)
+    load_strict(model, _strip(sd), name, "decoder")
+    return model
+
+
+# --- the family record -------------------------------------------------------------------------
+
+SPACES = {"tae192": LatentSpace("SDXL", "model", 0.13025), "tae_temporal": LatentSpace("SD15", "model", 0.18215)}
+
+
+def match(sd: StateDict, file_name: str) -> Match | NoMatch:
+    kind = _kind(sd)
+    if kind is None:
+        return NoMatch("no decoder.layers.0.weight of shape (192, 4, 3, 3) (diffusers' DecoderTiny at width 192)")
+    family = TemporalTAEDecoder.family if kind == "tae_temporal" else TAE192Decoder.family
+    return Match(kind, SPACES[kind], family)
+
+
+def build(sd: StateDict, file_name: str, found: Match) -> TinyAutoencoder:
+    decoder = fast_decoder_from_state_dict(sd, file_name)
+    found.space.tag(decoder)
+    return TinyAutoencoder(None, decoder, found.description, family=FAMILY.name)
+
+
+FAMILY = Family(
+    name="fast latent decoders", match=match, build=build, spaces=SPACES,
+    latent_sources={4: ("SDXL, SVD", "a TAE-192 or temporal decoder file (diffusers layout)")},
+    sources={prefix: "https://github.com/RedShift51/fast-latent-decoders" for prefix in ("tae192", "tae_temporal")},
+)

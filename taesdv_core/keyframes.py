@@ -9,7 +9,7 @@ Limits: a keyframe is an image decoder's reading of a latent that summarises 4 f
 motion within those frames is lost; "blend" is a cross-fade, not motion interpolation (moving
 objects ghost between keyframes); the compatibility with SD's latent space is approximate
 (CV-VAE's regularisation), so keyframes look like a softer SD decode; and the SD decoder needs
-its own input scale (SD latent x 0.18215, see taesd.taesd_input_mapping).
+its own input scale (SD latent x 0.18215, the TAESDV and taesd records' latent space).
 """
 from __future__ import annotations
 

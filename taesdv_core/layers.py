@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .family import LatentSpace
 from .fused_ops import conv_add_relu, conv_relu, runs_frame_by_frame, upsampled_conv
 
 
@@ -163,6 +164,9 @@ def _run_from(first: int, layers: list, slots: dict[int, int], state: list, x: t
     return x
 
 
+UNKNOWN_SPACE = LatentSpace("LatentFormat", "vae")  # no known latent format: a LATENT is taken as it is
+
+
 class ChunkDecoder(nn.Sequential):
     """A decoder the engine (engine.py) runs in chunks: what every family's decoder provides.
 
@@ -171,13 +175,21 @@ class ChunkDecoder(nn.Sequential):
     """
 
     family: str = "this decoder"  # named in messages: "TAESDV", "TAEHV (Wan 2.1)", ...
-    latent_format: str = "SD15"   # the latents it was made for, named as ComfyUI's latent_formats class
-    input_space: str = "model"    # "model": the diffusion model's latents; "vae": the VAE's own
+    latent_space: LatentSpace = UNKNOWN_SPACE  # the latents it was made for (set by its family)
     latent_channels: int = 4
     spatial_scale: int = 8    # output pixels per latent pixel, each side
     time_scale: int = 1       # output frames per latent frame, before the start trim
     frames_to_trim: int = 0   # frames dropped at a clip's start (TAEHV: time_scale - 1)
     allow_tf32: bool = False  # fp32 weights may use TF32 on CUDA (engine.fp32_precision)
+    chunk_multiple: int = 1   # chunks start and end at multiples of this (a temporal window)
+
+    @property
+    def latent_format(self) -> str:
+        return self.latent_space.format
+
+    @property
+    def input_space(self) -> str:
+        return self.latent_space.input_space
 
     def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
         """Peak working memory of one output frame of height x width (a 64-channel last stage:
@@ -219,12 +231,14 @@ class ChunkEncoder(nn.Sequential):
     """An encoder the engine runs in chunks; `time_scale` frames make one latent frame."""
 
     family: str = "this encoder"
-    latent_format: str = "SD15"   # as ChunkDecoder
-    input_space: str = "model"    # the space of its output latents, as ChunkDecoder's input
+    latent_space: LatentSpace = UNKNOWN_SPACE  # of its output latents, as ChunkDecoder's input
     latent_channels: int = 4
     spatial_scale: int = 8
     time_scale: int = 1
     allow_tf32: bool = False
+
+    latent_format = ChunkDecoder.latent_format
+    input_space = ChunkDecoder.input_space
 
     def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
         """Peak working memory of one input frame of height x width: the first stage holds a few

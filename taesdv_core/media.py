@@ -166,14 +166,16 @@ def read_frames(path: str, max_frames: int | None = None) -> tuple[torch.Tensor,
     return frames, fps
 
 
-def centre_crop(frames: torch.Tensor, multiple: int = 8, name: str = "frames") -> torch.Tensor:
-    """Centre-crop (..., H, W) to multiples of `multiple` (8 as ComfyUI's VAE Encode does; an
-    encoder's own spatial scale, 16 or 32 for patched TAEHV files)."""
-    h, w = frames.shape[-2] // multiple * multiple, frames.shape[-1] // multiple * multiple
+def crop_to_encoder(frames: torch.Tensor, encoder, name: str = "frames") -> torch.Tensor:
+    """Centre-crop (..., H, W) to multiples of the encoder's spatial scale (8, as ComfyUI's VAE
+    Encode crops; 16 or 32 for patched TAEHV encoders), the sizes it takes."""
+    multiple = encoder.spatial_scale
+    height, width = frames.shape[-2], frames.shape[-1]
+    h, w = height // multiple * multiple, width // multiple * multiple
     if h == 0 or w == 0:
-        raise InputError(f"{name} are {frames.shape[-2]}x{frames.shape[-1]}; this encoder needs at least "
+        raise InputError(f"{name} are {width}x{height} (width x height); {encoder.family} needs at least "
                          f"{multiple}x{multiple}")
-    top, left = (frames.shape[-2] - h) // 2, (frames.shape[-1] - w) // 2
+    top, left = (height - h) // 2, (width - w) // 2
     return frames[..., top:top + h, left:left + w]
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from .family import Family, LatentSpace, Match, NoMatch, StateDict, TinyAutoencoder, load_strict, tensor_shape
 from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv
 
 LATENT_CHANNELS = 4
 SPATIAL_SCALE = 8
 SD_LATENT_SCALE = 0.18215  # SD1.x/SD2.x/SVD VAE: model-space latent = VAE latent x this
+SPACE = LatentSpace("SD15", "model", SD_LATENT_SCALE)
 WIDTH = 64  # channels of every hidden layer
 
 
@@ -28,6 +30,7 @@ class TAESDVEncoder(ChunkEncoder):
     """Frames (N, T, 3, H, W) in [0, 1] -> latents (N, T, 4, H/8, W/8), each frame on its own."""
 
     family = "TAESDV"
+    latent_space = SPACE
     latent_channels = LATENT_CHANNELS
     spatial_scale = SPATIAL_SCALE
 
@@ -46,6 +49,7 @@ class TAESDVDecoder(ChunkDecoder):
     """Latents (N, T, 4, h, w) -> frames (N, T, 3, 8h, 8w), with memory; see ChunkDecoder."""
 
     family = "TAESDV"
+    latent_space = SPACE
     latent_channels = LATENT_CHANNELS
     spatial_scale = SPATIAL_SCALE
 
@@ -82,13 +86,46 @@ class TAESDVDecoder(ChunkDecoder):
         return total
 
 
-class TAESDV(nn.Module):
-    """Encoder and decoder; either may be None when a checkpoint holds only one of them."""
+def taesdv_model(encoder: bool = True, decoder: bool = True) -> TinyAutoencoder:
+    """An untrained TAESDV (either half may be left out), keys as the official taesdv.pth."""
+    return TinyAutoencoder(TAESDVEncoder() if encoder else None, TAESDVDecoder() if decoder else None,
+                           "TAESDV", "the full taesdv.pth", FAMILY_NAME)
 
-    description = "TAESDV"
-    full_file = "the full taesdv.pth"
 
-    def __init__(self, encoder: bool = True, decoder: bool = True):
-        super().__init__()
-        self.encoder = TAESDVEncoder() if encoder else None
-        self.decoder = TAESDVDecoder() if decoder else None
+TAESDV = taesdv_model  # the old name, when TAESDV was a container class of its own
+
+# ---------------------------------------------------------------------------------------------
+# The family record
+# ---------------------------------------------------------------------------------------------
+
+FAMILY_NAME = "TAESDV"
+OFFICIAL_URL = "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth"
+MEMBLOCK = (WIDTH, 2 * WIDTH, 3, 3)  # decoder.3.conv.0.weight: a MemBlock's conv sees the frame and its past
+
+
+def match(sd: StateDict, file_name: str) -> Match | NoMatch:
+    """TAESDV's layout: every key under `encoder.` / `decoder.`; a decoder whose first block is
+    a MemBlock, or an encoder alone (TAESDV's prefixed form; image TAESD files carry no prefix)."""
+    if not all(k.startswith(("encoder.", "decoder.")) for k in sd):
+        return NoMatch("TAESDV files hold only encoder.* and decoder.* tensors")
+    if any(k.startswith("decoder.") for k in sd):
+        if tensor_shape(sd, "decoder.3.conv.0.weight", 4) != MEMBLOCK:
+            return NoMatch(f"its decoder.3.conv.0.weight is not TAESDV's MemBlock conv {MEMBLOCK}")
+    elif "encoder.17.weight" in sd or tensor_shape(sd, "encoder.14.weight", 4) is None:
+        return NoMatch("its encoder does not end at encoder.14 as TAESDV's does")
+    halves = " and ".join(h for h in ("encoder", "decoder") if any(k.startswith(h + ".") for k in sd))
+    return Match("taesdv", SPACE, f"TAESDV {halves}")
+
+
+def build(sd: StateDict, file_name: str, found: Match) -> TinyAutoencoder:
+    model = taesdv_model(encoder=any(k.startswith("encoder.") for k in sd),
+                         decoder=any(k.startswith("decoder.") for k in sd))
+    load_strict(model, sd, file_name, "file")
+    return model
+
+
+FAMILY = Family(
+    name=FAMILY_NAME, match=match, build=build, spaces={"taesdv": SPACE},
+    latent_sources={4: ("SD1.x, SD2.x, SVD, AnimateDiff, AnimateLCM", "taesdv.pth (video)")},
+    sources={"taesdv": OFFICIAL_URL},
+)

@@ -27,7 +27,7 @@ class StreamStore:
     """Named `DecodeStream`s, least recently used evicted past `max_streams` or `max_bytes` of state.
 
     Each stream remembers the identity of the weights it was decoded with (any hashable, e.g.
-    a file fingerprint); `decoder` binds a store made for one decoder only (the old API).
+    a file fingerprint); `decoder` binds a store made for one decoder only.
     """
 
     def __init__(self, decoder: ChunkDecoder | None = None, max_streams: int = 16, max_bytes: int = 2 << 30):
@@ -48,11 +48,6 @@ class StreamStore:
 
     def state_bytes(self) -> int:
         return sum(s.state_bytes() for s in self._streams.values())
-
-    def get(self, name: str, reset: bool = False, decoder: ChunkDecoder | None = None,
-            weights: object = None) -> DecodeStream:
-        """The stream called `name` (created empty if new), marked most recently used. See `open`."""
-        return self.open(name, decoder, weights, reset)[0]
 
     def open(self, name: str, decoder: ChunkDecoder | None = None, weights: object = None,
              reset: bool = False) -> tuple[DecodeStream, str | None]:

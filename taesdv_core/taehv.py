@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import CheckpointError
+from .family import Family, LatentSpace, Match, NoMatch, StateDict, TinyAutoencoder, load_strict, tensor_shape
 from .fused_ops import conv_relu, upsampled_conv_pair
 from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv, shift_in_time
 
@@ -228,7 +230,7 @@ class _TAEHVDecoderBase(ChunkDecoder):
         for time_upscale, space_upscale in options:
             variant = self.rebuilt(time_upscale, space_upscale)
             _load_strict(variant, variant.cut_tgrow(weights), "decoder")
-            variant.latent_format, variant.input_space = self.latent_format, self.input_space
+            variant.latent_space = self.latent_space
             variant.allow_tf32, variant.cogvideox = self.allow_tf32, self.cogvideox
             variants.append(variant.to(device=param.device, dtype=param.dtype))
         return variants
@@ -424,14 +426,20 @@ class TAEHVEncoder(ChunkEncoder):
 # Loading: variant from tensors, strict checks
 # ---------------------------------------------------------------------------------------------
 
-def _sub(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def _sub(sd: StateDict, prefix: str) -> StateDict:
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def _stride(w: torch.Tensor | None, n: int, axis: int) -> int | None:
-    if w is None or w.ndim != 4 or w.shape[axis] % n:
+def _stride(shape: tuple[int, ...] | None, n: int, axis: int) -> int | None:
+    if shape is None or shape[axis] % n:
         return None
-    return w.shape[axis] // n
+    return shape[axis] // n
+
+
+def _patch(channels: int) -> int | None:
+    """The patch p of a conv with 3 * p^2 channels (final decoder conv, first encoder conv), or None."""
+    patch = round(math.sqrt(channels / 3))
+    return patch if patch in (1, 2, 4) and 3 * patch * patch == channels else None
 
 
 def _name(latent_channels: int, patch: int, super_: bool, ltx: bool, leaky: bool, cogvideox: bool = False) -> str:
@@ -443,23 +451,20 @@ def _name(latent_channels: int, patch: int, super_: bool, ltx: bool, leaky: bool
     return f"TAEHV{' Super' if super_ else ''} ({what})"
 
 
-def identify_taehv(sd: dict[str, torch.Tensor]) -> str | None:
-    """A short description of a TAEHV-family state dict, or None if it is not one.
-
-    TAEHV files hold `decoder.22.*` (final conv) and/or `encoder.17.*` with TPool convs at
-    `encoder.{2,7,12}.conv.weight`; TAESDV's decoder stops at index 19 and TAESD has no prefix.
-    """
-    dec = _sub(sd, "decoder.")
-    enc = _sub(sd, "encoder.")
-    if "22.weight" not in dec and not ("17.weight" in enc and "2.conv.weight" in enc):
-        return None
-    try:
-        return taehv_from_state_dict(sd, build=False)[2]
-    except ValueError as e:
-        return f"TAEHV-like file that fits no known layout ({e})"
+def _conv_shape(sd: StateDict, half: str, key: str) -> tuple[int, ...]:
+    """The shape of the conv weight sd[half + key], or ValueError naming it: absent, not 4-D, or
+    with an empty dimension (a 0-channel or "patch 0" layout)."""
+    shape = tensor_shape(sd, half + key, 4)
+    if shape is None:
+        value = sd.get(half + key)
+        if value is None:
+            raise ValueError(f"{half}{key} is missing: not a TAEHV {half[:-1]} (looks like {_describe_unknown(sd)})")
+        raise ValueError(f"{half}{key} has shape {tuple(value.shape)}; TAEHV has a 4-D conv weight there, "
+                         "no dimension 0")
+    return shape
 
 
-def _describe_unknown(sd: dict[str, torch.Tensor]) -> str:
+def _describe_unknown(sd: StateDict) -> str:
     keys = sorted(sd)
     if any(k.startswith("decoder.conv_in") or k.startswith("quant_conv") for k in keys):
         return "a full (KL) VAE, not a tiny autoencoder"
@@ -470,7 +475,7 @@ def _describe_unknown(sd: dict[str, torch.Tensor]) -> str:
     return f"{len(keys)} tensors, first keys {keys[:4]}"
 
 
-def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = None, *,
+def taehv_from_state_dict(sd: StateDict, filename: str | None = None, *,
                           time_upscale: bool = True, space_upscale: bool = True, build: bool = True):
     """Build (encoder or None, decoder or None, description) from a TAEHV-family state dict.
 
@@ -478,9 +483,10 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
     decoder.0.weight) or encoder.17.weight, patch from the final conv's 3*patch^2 channels,
     super from its SuperMemBlock keys, time strides from the TGrow/TPool conv shapes (LTX-2:
     all 2). `filename` only settles what tensors cannot: "lighttae" in it selects LeakyReLU
-    and [-1, 1] output for 32-channel files (ComfyUI treats every 32-channel file so).
-    Raises ValueError saying what the file looks like when it fits no variant. Weights are
-    loaded strictly (every key, every shape). build=False only describes.
+    and [-1, 1] output for 32-channel files (ComfyUI treats every 32-channel file so), "taecvx"
+    CogVideoX's untrimmed even clips. Raises ValueError (CheckpointError for bad values) saying
+    what the file looks like when it fits no variant. Weights are loaded strictly (every key,
+    every shape, finite floats). build=False only describes.
     """
     if not isinstance(sd, dict) or not sd:
         raise ValueError("the checkpoint is empty or not a state dict")
@@ -492,38 +498,30 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
     if not dec and not enc:
         raise ValueError(f"not a TAEHV file: looks like {_describe_unknown(sd)}")
     name_hint = (filename or "").lower()
+    label = filename or "state dict"
     decoder = encoder = None
     parts = []
     latent_channels = patch = None
     super_ = ltx = leaky = cogvideox = False
 
     if dec:
-        super_ = "1.conv.0.weight" in dec and dec["1.conv.0.weight"].ndim == 4 and dec["1.conv.0.weight"].shape[1] == 1
-        final = dec.get(f"{FINAL}.weight")
-        first = dec.get("0.weight" if super_ else "1.weight")
-        if final is None or first is None or final.ndim != 4 or first.ndim != 4:
-            raise ValueError(f"decoder keys do not fit TAEHV: looks like {_describe_unknown(sd)}")
-        latent_channels = first.shape[1]
-        if final.shape[0] % 3 or round(math.sqrt(final.shape[0] // 3)) ** 2 * 3 != final.shape[0]:
-            raise ValueError(f"decoder.22 has {final.shape[0]} outputs; TAEHV has 3 * patch^2")
-        patch = round(math.sqrt(final.shape[0] // 3))
+        super_ = (tensor_shape(dec, "1.conv.0.weight", 4) or (0, 0))[1] == 1
+        final = _conv_shape(sd, "decoder.", f"{FINAL}.weight")
+        first = _conv_shape(sd, "decoder.", "0.weight" if super_ else "1.weight")
+        latent_channels, patch = first[1], _patch(final[0])
+        if patch is None:
+            raise ValueError(f"decoder.22 has {final[0]} outputs; TAEHV has 3 * patch^2 with patch 1, 2 or 4")
         widths = SUPER_WIDTHS[1:] if super_ else DECODER_WIDTHS[:3]
         tgrows = TGROW_SUPER if super_ else TGROW_BASE
-        strides = tuple(_stride(dec.get(f"{i}.conv.weight"), n, 0) for i, n in zip(tgrows, widths))
-        if strides == LTX_TIME:
-            ltx, stage_time = True, LTX_TIME
-        elif strides in ((1, 2, 2), (2, 2, 2)):
-            stage_time = strides
-        else:
+        strides = tuple(_stride(tensor_shape(dec, f"{i}.conv.weight", 4), n, 0) for i, n in zip(tgrows, widths))
+        if strides not in (BASE_TIME, LTX_TIME):
             raise ValueError(f"decoder TGrow convs {tgrows} give time strides {strides}; TAEHV has "
                              f"{BASE_TIME} or {LTX_TIME} (LTX-2)")
-        if patch not in (1, 2, 4):
-            raise ValueError(f"decoder output patch {patch} (final conv {tuple(final.shape)}); TAEHV has 1, 2 or 4")
+        ltx, stage_time = strides == LTX_TIME, strides
         if (latent_channels, patch) == (24, 2):
             raise ValueError("MiniMax H3 (taeh3): its 17-frame chunking and per-chunk trims are not supported")
         leaky = latent_channels == 32 and not super_ and "lighttae" in name_hint
-        # CogVideoX's file has Wan 2.1's tensors: only its name (taecvx) tells it apart, as in the reference
-        cogvideox = (latent_channels, patch, super_, ltx) == (16, 1, False, False) and "taecvx" in name_hint
+        cogvideox = (latent_channels, patch, super_, ltx) == (16, 1, False, False) and _names_cogvideox(name_hint)
         family = _name(latent_channels, patch, super_, ltx, leaky, cogvideox)
         parts.append(f"decoder {latent_channels} ch, {8 * patch}x space, {math.prod(stage_time)}x time"
                      + (", super" if super_ else "") + (", LeakyReLU, [-1, 1] output" if leaky else "")
@@ -534,14 +532,14 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
             else:
                 decoder = TAEHVDecoder(latent_channels, patch, stage_time, time_upscale, space_upscale, leaky, family)
             decoder.cogvideox = cogvideox
-            _load_strict(decoder, decoder.cut_tgrow(dec), "decoder")
+            _load_strict(decoder, decoder.cut_tgrow(dec), "decoder", label)
 
     if enc:
-        first, last = enc.get("0.weight"), enc.get("17.weight")
-        if first is None or last is None or first.ndim != 4 or last.ndim != 4:
-            raise ValueError(f"encoder keys do not fit TAEHV: looks like {_describe_unknown(sd)}")
-        e_channels, e_patch = last.shape[0], round(math.sqrt(first.shape[1] // 3))
-        pools = tuple(_stride(enc.get(f"{i}.conv.weight"), ENCODER_WIDTH, 1) for i in TPOOL)
+        first, last = _conv_shape(sd, "encoder.", "0.weight"), _conv_shape(sd, "encoder.", "17.weight")
+        e_channels, e_patch = last[0], _patch(first[1])
+        if e_patch is None:
+            raise ValueError(f"encoder.0 takes {first[1]} channels; TAEHV takes 3 * patch^2 with patch 1, 2 or 4")
+        pools = tuple(_stride(tensor_shape(enc, f"{i}.conv.weight", 4), ENCODER_WIDTH, 1) for i in TPOOL)
         if pools not in (BASE_POOL, LTX_POOL):
             raise ValueError(f"encoder TPool convs {TPOOL} give time strides {pools}; TAEHV has {BASE_POOL} or {LTX_POOL}")
         if latent_channels is not None and (e_channels, e_patch) != (latent_channels, patch):
@@ -556,21 +554,97 @@ def taehv_from_state_dict(sd: dict[str, torch.Tensor], filename: str | None = No
             parts.append(f"encoder {latent_channels} ch, {math.prod(pools)}x time")
             if build:
                 encoder = TAEHVEncoder(latent_channels, patch, pools, family)
-                _load_strict(encoder, enc, "encoder")
+                _load_strict(encoder, enc, "encoder", label)
     description = f"{_name(latent_channels, patch, super_, ltx, leaky, cogvideox)}: " + "; ".join(parts)
     return encoder, decoder, description
 
 
-def _first_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return " ".join(lines[:3])[:400]
-
-
-def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
-    """Load strictly; then store conv weights channels_last, the layout the fused CPU convs
+def _load_strict(module: nn.Module, sd: StateDict, what: str, name: str = "state dict") -> None:
+    """family.load_strict; then conv weights stored channels_last, the layout the fused CPU convs
     (fused_ops) take without a copy per call (an NCHW weight makes them fall back to unfused)."""
+    load_strict(module, sd, name, what)
+    module.to(memory_format=torch.channels_last)
+
+
+# ---------------------------------------------------------------------------------------------
+# The family record
+# ---------------------------------------------------------------------------------------------
+
+# The latents of each variant, as ComfyUI's VAE Decode feeds these files (comfy/sd.py: Wan files
+# get the LATENT as is, HunyuanVideo ones its process_in); CogVideoX has no latent format there.
+SPACES = {
+    "Wan 2.1": LatentSpace("Wan21", "vae"),
+    "Wan 2.2 5B": LatentSpace("Wan22", "vae"),
+    "HunyuanVideo": LatentSpace("HunyuanVideo", "model", 0.476986),
+    "HunyuanVideo 1.5": LatentSpace("HunyuanVideo15", "model", 1.03682),
+    "LTX-2": LatentSpace("LTXV", "model", 1.0),
+    "CogVideoX": LatentSpace("LatentFormat", "vae"),
+    "other": LatentSpace("LatentFormat", "vae"),
+}
+_BY_CHANNELS = {16: "Wan 2.1", 48: "Wan 2.2 5B", 32: "HunyuanVideo 1.5", 128: "LTX-2"}
+
+
+def _names_cogvideox(file_name: str) -> bool:
+    """CogVideoX's file has Wan 2.1's tensors: only its name (taecvx) tells it apart, as in the reference."""
+    return "taecvx" in file_name.lower()
+
+
+def _variant(sd: StateDict, file_name: str) -> str:
+    """Which latents a file that fits TAEHV decodes: from its latent channels, and for 16 channels
+    (taehv and taew2_1 share every tensor) from its name or, as ComfyUI does, taehv.pth's fp16
+    storage."""
+    lowered = file_name.lower()
+    if "decoder.22.weight" in sd:
+        super_ = (tensor_shape(sd, "decoder.1.conv.0.weight", 4) or (0, 0))[1] == 1
+        first = sd["decoder.0.weight" if super_ else "decoder.1.weight"]
+        channels = first.shape[1]
+    else:
+        first, channels = sd["encoder.0.weight"], sd["encoder.17.weight"].shape[0]
+    if channels != 16:
+        return _BY_CHANNELS.get(channels, "other")
+    if _names_cogvideox(file_name):
+        return "CogVideoX"
+    hunyuan = ("taehv" in lowered and "taehv1_5" not in lowered) or ("w2" not in lowered and first.dtype == torch.float16)
+    return "HunyuanVideo" if hunyuan else "Wan 2.1"
+
+
+def match(sd: StateDict, file_name: str) -> Match | NoMatch:
+    """A TAEHV-family file: `decoder.22.*` (final conv) and/or `encoder.17.*` with TPool convs at
+    `encoder.{2,7,12}.conv.weight` (TAESDV's decoder stops at index 19, TAESD has no prefix)."""
+    if "decoder.22.weight" not in sd and not ("encoder.17.weight" in sd and "encoder.2.conv.weight" in sd):
+        return NoMatch("no decoder.22 or encoder.17 tensors (TAEHV's final convs)")
     try:
-        module.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{what} tensors do not fit {module.family}: {_first_line(e)}") from None
-    module.to(memory_format=torch.channels_last).eval().requires_grad_(False)
+        description = taehv_from_state_dict(sd, file_name, build=False)[2]
+    except ValueError as e:
+        first = tensor_shape(sd, "decoder.1.weight", 4)
+        channels = f" for {first[1]}-channel latents" if first else ""
+        return NoMatch(f"{e} (a TAEHV-family file{channels} that fits no known TAEHV layout)", claimed=True)
+    variant = _variant(sd, file_name)
+    return Match(variant, SPACES[variant], description)
+
+
+def build(sd: StateDict, file_name: str, found: Match) -> TinyAutoencoder:
+    try:
+        encoder, decoder, _ = taehv_from_state_dict(sd, file_name)
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint '{file_name}': {e}") from None
+    found.space.tag(encoder, decoder)
+    return TinyAutoencoder(encoder, decoder, found.description, family="TAEHV")
+
+
+FAMILY = Family(
+    name="TAEHV", match=match, build=build, spaces=SPACES,
+    latent_sources={
+        12: ("Mochi 1", "taem1"),
+        16: ("Wan 2.1, Wan 2.2 14B, HunyuanVideo, CogVideoX", "taew2_1 / taehv / taecvx (video)"),
+        24: ("MiniMax H3", "taeh3"),
+        32: ("HunyuanVideo 1.5", "taehv1_5 (video)"),
+        48: ("Wan 2.2 5B", "taew2_2"),
+        128: ("LTX-2", "taeltx_2"),
+    },
+    sources={prefix: "https://github.com/madebyollin/taehv"
+             for prefix in ("taehv", "taew", "taecvx", "taeos", "taeltx", "taeh3", "taem1")}
+            | {"lighttae": "https://huggingface.co/lightx2v/Autoencoders"},
+)

@@ -7,8 +7,8 @@ pools) with the official state-dict layout: files hold no prefix (`1.weight`,
 
 Layouts (as model.py):
 
-- latents: NTCHW in TAESD's own input space, 1/8 of the frame size; see
-  `taesd_input_mapping` for how a ComfyUI LATENT becomes that input.
+- latents: NTCHW in TAESD's own input space, 1/8 of the frame size; see `VARIANTS` for how a
+  ComfyUI LATENT becomes that input.
 - frames:  NTCHW, RGB in [0, 1] (decoder output is roughly [0, 1] and unclamped here)
 
 The decoder is a `layers.ChunkDecoder` without MemBlocks: its memory is an empty list, so the
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .checkpoint import layout_problems
 from .errors import CheckpointError
+from .family import Family, LatentSpace, Match, NoMatch, StateDict, TinyAutoencoder, load_strict, tensor_shape
 from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, UpsampledConv, conv
 
 WIDTH = 64  # channels of every hidden layer
@@ -55,59 +55,24 @@ class Variant:
     latent_channels: int
     pooled: bool         # the flux_2 "midblock GN" pools
     family: str          # named in messages
-    # How the host maps its LATENT (the VAE's latent) to TAESD input: (latent - shift) * scale
-    vae_scale: float
-    vae_shift: float
-    host_checked: bool   # True: the numbers are ComfyUI 0.3.75's (nodes.VAELoader.load_taesd)
+    space: LatentSpace
 
 
+# TAESD eats the diffusion model's latents: ComfyUI's VAE Decode with a TAESD pair
+# (comfy/taesd/taesd.py) feeds taesd_decoder((LATENT - vae_shift) * vae_scale), with the numbers
+# nodes.VAELoader.load_taesd sets per file, which equal the latent format's scale_factor and
+# shift_factor (its process_in); encoding is the inverse, LATENT = encoder(image) / scale + shift.
+# The decoded image is the decoder's output clamped to [0, 1]. TAESD's scale_latents /
+# unscale_latents only quantise latents to images for storage; no decode path uses them.
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("taesd", 4, False, "TAESD (SD1.x/SD2.x)", 0.18215, 0.0, True),
-    Variant("taesdxl", 4, False, "TAESD-XL (SDXL)", 0.13025, 0.0, True),
-    Variant("taesd3", 16, False, "TAESD3 (SD3)", 1.5305, 0.0609, True),
-    Variant("taef1", 16, False, "TAEF1 (FLUX.1)", 0.3611, 0.1159, True),
+    Variant("taesd", 4, False, "TAESD (SD1.x/SD2.x)", LatentSpace("SD15", "model", 0.18215)),
+    Variant("taesdxl", 4, False, "TAESD-XL (SDXL)", LatentSpace("SDXL", "model", 0.13025)),
+    Variant("taesd3", 16, False, "TAESD3 (SD3)", LatentSpace("SD3", "model", 1.5305, 0.0609)),
+    Variant("taef1", 16, False, "TAEF1 (FLUX.1)", LatentSpace("Flux", "model", 0.3611, 0.1159)),
     # ComfyUI 0.3.75 has no taef2 and its Flux2 latent format is the 128-channel 2x2-patchified
     # latent with an identity process_in: no host convention exists to copy. Identity assumed.
-    Variant("taef2", 32, True, "TAEF2 (FLUX.2)", 1.0, 0.0, False),
+    Variant("taef2", 32, True, "TAEF2 (FLUX.2)", LatentSpace("LatentFormat", "vae")),
 )}
-
-
-def taesd_input_mapping(kind: str) -> tuple[float, float]:
-    """(vae_scale, vae_shift) such that TAESD input = (LATENT - vae_shift) * vae_scale.
-
-    ComfyUI stores LATENT["samples"] in the full VAE's latent space (latent_format.process_out
-    of the model's latents). Its VAE Decode with a TAESD pair (comfy/taesd/taesd.py, TAESD.decode)
-    feeds `taesd_decoder((x - vae_shift) * vae_scale)`, with the numbers that
-    nodes.VAELoader.load_taesd sets per file (the table `VARIANTS`), which equal the latent
-    format's scale_factor / shift_factor: TAESD eats the diffusion model's latent space
-    (latent_format.process_in). Its previewer (latent_preview.py) hands TAESD the sampler's
-    model-space x0 unchanged (vae_scale 1, vae_shift 0). Encoding is the inverse:
-    LATENT = taesd_encoder(image) / vae_scale + vae_shift.
-
-    The decoded image is then `(decoder(x) - 0.5) * 2` and the VAE's process_output maps it
-    back with clamp((y + 1) / 2, 0, 1): the host's image is this decoder's output clamped to
-    [0, 1]. TAESD's `scale_latents` / `unscale_latents` (latent_magnitude 3, latent_shift 0.5)
-    only quantise latents to [0, 1] images for storage; no decode path uses them.
-
-    kind: a variant name ("taesd", "taesdxl", "taesd3", "taef1", "taef2") or a file name
-    starting with one ("taesdxl_decoder.safetensors"). taef2 is identity and unchecked.
-    """
-    variant = VARIANTS.get(kind) or VARIANTS.get(_kind_from_name(kind) or "")
-    if variant is None:
-        raise KeyError(f"no TAESD variant '{kind}'; known: {', '.join(VARIANTS)}")
-    return variant.vae_scale, variant.vae_shift
-
-
-def latent_to_taesd(latent: torch.Tensor, kind: str) -> torch.Tensor:
-    """A ComfyUI LATENT's samples -> TAESD decoder input, exactly as the host's VAE Decode."""
-    scale, shift = taesd_input_mapping(kind)
-    return (latent - shift) * scale
-
-
-def taesd_to_latent(latent: torch.Tensor, kind: str) -> torch.Tensor:
-    """TAESD encoder output -> a ComfyUI LATENT's samples, as the host's VAE Encode."""
-    scale, shift = taesd_input_mapping(kind)
-    return latent / scale + shift
 
 
 class TAESDDecoder(ChunkDecoder):
@@ -180,7 +145,7 @@ def _split(sd: dict[str, torch.Tensor]) -> tuple[dict | None, dict | None]:
     enc = {k[len(p):]: v for k, v in sd.items() for p in ENCODER_PREFIXES if k.startswith(p)}
     if dec or enc:
         return dec or None, enc or None
-    if "1.weight" in sd and "19.weight" in sd:  # a bare decoder file
+    if "1.weight" in sd and "3.conv.0.weight" in sd:  # a bare decoder file
         return dict(sd), None
     if "0.weight" in sd and "14.weight" in sd:  # a bare encoder file
         return None, dict(sd)
@@ -189,47 +154,18 @@ def _split(sd: dict[str, torch.Tensor]) -> tuple[dict | None, dict | None]:
 
 def _arch(dec: dict | None, enc: dict | None) -> tuple[int, bool] | None:
     """(latent channels, pooled) from the tensors, or None when they are not image TAESD."""
-    try:
-        if dec is not None:
-            w, pooled = dec["1.weight"], "3.pool.0.weight" in dec
-            block = dec["3.conv.0.weight"]  # (64, 64, 3, 3); TAESDV's MemBlock has (64, 128, 3, 3)
-            if w.ndim != 4 or tuple(w.shape[0:1] + w.shape[2:]) != (WIDTH, 3, 3) or block.shape[1] != WIDTH:
-                return None
-            return int(w.shape[1]), pooled
-        if enc is not None:
-            w, pooled = enc["14.weight"], "11.pool.0.weight" in enc
-            if w.ndim != 4 or tuple(w.shape[1:]) != (WIDTH, 3, 3):
-                return None
-            return int(w.shape[0]), pooled
-    except (KeyError, AttributeError):
-        return None
+    if dec is not None:
+        first, block = tensor_shape(dec, "1.weight", 4), tensor_shape(dec, "3.conv.0.weight", 4)
+        # a Block's conv is (64, 64, 3, 3); TAESDV's MemBlock has (64, 128, 3, 3)
+        if first is None or (first[0], *first[2:]) != (WIDTH, 3, 3) or block is None or block[1] != WIDTH:
+            return None
+        return first[1], "3.pool.0.weight" in dec
+    if enc is not None:
+        last = tensor_shape(enc, "14.weight", 4)
+        if last is None or last[1:] != (WIDTH, 3, 3):
+            return None
+        return last[0], "11.pool.0.weight" in enc
     return None
-
-
-def identify_taesd(sd: dict[str, torch.Tensor]) -> str | None:
-    """The architecture of an image TAESD state dict, from its tensors alone, or None.
-
-    Returns a variant name; files of the same shape are told apart only by name, so 4-channel
-    files give "taesd" (also taesdxl), 16-channel ones "taesd3" (also taef1), and 32-channel
-    ones with pool tensors "taef2". Accepts bare files and the prefixed combined form.
-    """
-    arch = _arch(*_split(sd))
-    if arch is None:
-        return None
-    for v in VARIANTS.values():  # dict order: the first of each shape is the default
-        if (v.latent_channels, v.pooled) == arch:
-            return v.name
-    return None
-
-
-def _check(half: dict, model: nn.Module, what: str, name: str) -> None:
-    problems = layout_problems(half, model.state_dict())
-    if problems:
-        raise CheckpointError(f"checkpoint '{name}' looks like an image TAESD {what} ({model.family}) but its "
-                              f"tensors do not match: {problems}")
-    bad = [k for k, v in half.items() if not v.is_floating_point() or not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"checkpoint '{name}' has non-float, NaN or infinite weights (e.g. {bad[0]})")
 
 
 def taesd_from_state_dict(sd: dict[str, torch.Tensor], name: str | None = None
@@ -269,11 +205,53 @@ def taesd_from_state_dict(sd: dict[str, torch.Tensor], name: str | None = None
     decoder = TAESDDecoder(channels, pooled, variant.family) if dec is not None else None
     for half, model, what in ((enc, encoder, "encoder"), (dec, decoder, "decoder")):
         if model is not None:
-            _check(half, model, what, label)
-            model.load_state_dict(half, strict=True)
-            model.eval().requires_grad_(False)
+            load_strict(model, half, label, what)
     parts = " and ".join(w for w, m in (("encoder", encoder), ("decoder", decoder)) if m is not None)
     description = f"{variant.family} image {parts}, {channels}-channel latents"
     if guessed and len(same_shape) > 1:
         description += f" ({' or '.join(same_shape)}: the file name did not say; {variant.name} assumed)"
     return encoder, decoder, description
+
+
+# ---------------------------------------------------------------------------------------------
+# The family record
+# ---------------------------------------------------------------------------------------------
+
+def _variant_of(sd: StateDict, file_name: str) -> Variant | NoMatch:
+    arch = _arch(*_split(sd))
+    if arch is None:
+        return NoMatch("no image TAESD decoder (1.weight, 3.conv.0.weight) or encoder (14.weight) layout")
+    same_shape = [v for v in VARIANTS.values() if (v.latent_channels, v.pooled) == arch]
+    if not same_shape:
+        return NoMatch(f"it is a TAESD-style file for {arch[0]}-channel latents{' with pools' if arch[1] else ''}, "
+                       "which no known variant has", claimed=True)
+    named = VARIANTS.get(_kind_from_name(file_name) or "")
+    return named if named in same_shape else same_shape[0]  # a name of another shape: build says so
+
+
+def match(sd: StateDict, file_name: str) -> Match | NoMatch:
+    """Image TAESD: bare decoder/encoder files, or the prefixed combined form. Files of the same
+    shape (taesd/taesdxl, taesd3/taef1) are told apart by their names; the first is assumed."""
+    variant = _variant_of(sd, file_name)
+    if isinstance(variant, NoMatch):
+        return variant
+    dec, enc = _split(sd)
+    halves = " and ".join(h for h, t in (("encoder", enc), ("decoder", dec)) if t is not None)
+    return Match(variant.name, variant.space, f"{variant.family} image {halves}, {variant.latent_channels}-channel latents")
+
+
+def build(sd: StateDict, file_name: str, found: Match) -> TinyAutoencoder:
+    encoder, decoder, description = taesd_from_state_dict(sd, file_name)
+    found.space.tag(encoder, decoder)
+    return TinyAutoencoder(encoder, decoder, description, "the matching _encoder/_decoder file", FAMILY_NAME)
+
+
+FAMILY_NAME = "image TAESD"
+FAMILY = Family(
+    name=FAMILY_NAME, match=match, build=build, spaces={v.name: v.space for v in VARIANTS.values()},
+    latent_sources={4: ("SD1.x, SD2.x, SDXL", "taesd_decoder / taesdxl_decoder (images)"),
+                    16: ("SD3, FLUX.1", "taesd3_decoder / taef1_decoder (images)"),
+                    32: ("FLUX.2", "taef2_decoder (images)")},
+    sources={prefix: "https://github.com/madebyollin/taesd"
+             for prefix in ("taesd_", "taesdxl_", "taesd3_", "taef1_", "taef2_", "taesana_")},
+)

@@ -214,6 +214,29 @@ def test_a_wan_taehv_file_decodes_video_latents_as_comfyuis_own_vae_decode_does(
     assert (a - b.clamp(0, 1)).abs().max() < 1e-4
 
 
+def test_encode_crops_to_a_patched_taehv_encoders_scale_as_the_cli_does(comfy):
+    # Wan 2.2 5B's encoder folds 2x2 pixels (scale 16): a 40x24 image is cropped to 32x16 (the
+    # node cropped to multiples of 8 and the encoder refused 40x24); too small is named width x height.
+    from reference_taehv import random_state_dict
+    from safetensors.torch import save_file
+
+    name = unique("taew2_2") + ".safetensors"
+    save_file(random_state_dict("wan2_2", seed=5), os.path.join(comfy.base, "models", "vae_approx", name))
+    out = unique("patched")
+
+    def graph(width, height):
+        encode = graphs.encode(pixels="2")
+        encode["inputs"]["latent_scale"] = 0.0
+        return {"1": graphs.loader(name=name), "3": encode, "4": graphs.save_tensor(out, samples="3"),
+                "2": {"class_type": "EmptyImage", "inputs": {"width": width, "height": height, "batch_size": 1, "color": 0}}}
+
+    run = comfy.run(graph(40, 24))
+    assert run.succeeded, run.error_text()
+    assert saved(comfy, out)["samples"].shape == (1, 48, 1, 1, 2)  # [B, C, T, h, w]: 16x32 / 16
+    run = comfy.run(graph(40, 8))
+    assert re.search(r"pixels are 40x8 \(width x height\); TAEHV .* needs at least 16x16", run.error_text()), run.error_text()
+
+
 def test_compare_decoders_lays_clips_side_by_side_and_tables_their_metrics(comfy):
     from taesdv_core.taesd import TAESDDecoder
 

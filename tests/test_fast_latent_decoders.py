@@ -7,8 +7,8 @@ import torch
 
 from helpers import set_frame_by_frame
 from taesdv_core import CheckpointError, decode
-from taesdv_core.fast_latent_decoders import (TAE192Decoder, TemporalTAEDecoder, fast_decoder_from_state_dict,
-                                              identify_fast_decoder)
+from taesdv_core.fast_latent_decoders import FAMILY, TAE192Decoder, TemporalTAEDecoder, fast_decoder_from_state_dict
+from taesdv_core.family import NoMatch
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is the test-only reference here "
                                 "(scripts/setup-host.sh installs it with the test tools)")
@@ -69,7 +69,7 @@ def temporal():
 
 def test_tae192_loads_autoencoder_tiny_file_and_equals_its_decode(tae192):
     sd = tae192.state_dict()  # encoder.* and decoder.layers.*: an AutoencoderTiny file
-    assert identify_fast_decoder(sd) == "tae192"
+    assert FAMILY.match(sd, "x.safetensors").variant == "tae192"
     ours = fast_decoder_from_state_dict(sd, "ex_v6.pth")
     assert isinstance(ours, TAE192Decoder)
     latents = 2 * torch.randn(2, 5, 4, 6, 5, generator=torch.Generator().manual_seed(2))
@@ -131,4 +131,4 @@ def test_strict_checks():
         fast_decoder_from_state_dict(sd, "broken.pth")
     with pytest.raises(CheckpointError, match="not a TAE-192"):
         fast_decoder_from_state_dict({"1.weight": torch.zeros(64, 4, 3, 3)}, "taesd_decoder.pth")
-    assert identify_fast_decoder({"decoder.layers.0.weight": torch.zeros(64, 4, 3, 3)}) is None
+    assert isinstance(FAMILY.match({"decoder.layers.0.weight": torch.zeros(64, 4, 3, 3)}, "x.pth"), NoMatch)

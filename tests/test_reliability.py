@@ -78,7 +78,7 @@ def bad_checkpoints(comfy, tmp_path_factory):
     ("taesdv_missing.pth", r"1 missing \(e.g. decoder.19.bias\)"),
     ("taesdv_extra.pth", r"1 unexpected \(e.g. decoder.99.weight\)"),
     ("taesdv_reshaped.safetensors", r"decoder.1.weight \(64, 16, 3, 3\) \(expected \(64, 4, 3, 3\)\)"),
-    ("my_image_taesd.pth", r"is an image TAESD decoder.*not TAESDV.*taesdv.pth"),
+    ("my_image_taesd.pth", r"'my_image_taesd.pth' looks like a TAESD \(SD1.x/SD2.x\) decoder but its tensors do not match: 2 missing \(e.g. 19.bias, 19.weight\)"),
     ("my_wan_tae.pth", r"'my_wan_tae.pth': decoder TGrow convs .* give time strides .*; TAEHV has \(1, 2, 2\)"),
     ("my_sd_vae.safetensors", r"full SD VAE \(load it with ComfyUI's Load VAE instead\)"),
     ("taesdv_list.pth", r"not a state dict of tensors \(found list\)"),
@@ -175,7 +175,7 @@ def test_one_frame_and_odd_or_tiny_sizes_decode_exactly(comfy, state_dict, frame
 def test_tiny_images_are_refused_by_encode(comfy):
     graph = {"1": graphs.loader(), "2": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 2, "color": 0}},
              "3": graphs.encode(pixels="2"), "4": graphs.save_tensor(unique("t"), samples="3")}
-    assert re.search(r"pixels are 4x4; this encoder needs at least 8x8", comfy.run(graph).error_text())
+    assert re.search(r"pixels are 4x4 \(width x height\); TAESDV needs at least 8x8", comfy.run(graph).error_text())
 
 
 def test_rgba_images_and_sizes_not_multiple_of_8_encode(comfy):

@@ -11,7 +11,8 @@ from comfy_host import COMFYUI as HOST  # the host under test (TAESDV_TEST_HOST)
 from helpers import set_frame_by_frame
 from reference_taehv import VARIANTS, layout, random_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, decode, encode
-from taesdv_core.taehv import TAEHVDecoder, TAEHVSuperDecoder, identify_taehv, taehv_from_state_dict
+from taesdv_core.family import LatentSpace, NoMatch
+from taesdv_core.taehv import FAMILY, TAEHVDecoder, TAEHVSuperDecoder, taehv_from_state_dict
 
 
 
@@ -67,7 +68,7 @@ def test_variant_is_recognised_from_tensors(models, sds, variant, expected):
     assert type(decoder) is cls
     assert (decoder.latent_channels, decoder.spatial_scale, decoder.time_scale, decoder.frames_to_trim) == (channels, space, time, trim)
     assert (encoder.latent_channels, encoder.spatial_scale, encoder.time_scale) == (channels, space, time)
-    assert identify_taehv(sds[variant]) == description
+    assert FAMILY.match(sds[variant], "x.pth").description == description
     assert ("Super" in description) == (cls is TAEHVSuperDecoder)
 
 
@@ -82,14 +83,14 @@ def test_decoder_only_and_encoder_only_files_load(sds):
 def test_not_taehv_is_not_identified():
     from reference_taesdv import official_layout_state_dict
 
-    assert identify_taehv(official_layout_state_dict()) is None
-    assert identify_taehv({"1.weight": torch.zeros(64, 4, 3, 3)}) is None
+    assert isinstance(FAMILY.match(official_layout_state_dict(), "taesdv.pth"), NoMatch)
+    assert isinstance(FAMILY.match({"1.weight": torch.zeros(64, 4, 3, 3)}, "x.pth"), NoMatch)
 
 
 @pytest.mark.parametrize("break_it,message", [
-    (lambda sd: sd.pop("decoder.9.conv.2.bias"), "Missing key"),
-    (lambda sd: sd.__setitem__("decoder.8.weight", torch.zeros(128, 256, 1, 1)), "size mismatch"),
-    (lambda sd: sd.__setitem__("decoder.extra.weight", torch.zeros(1)), "Unexpected key"),
+    (lambda sd: sd.pop("decoder.9.conv.2.bias"), "1 missing (e.g. 9.conv.2.bias)"),
+    (lambda sd: sd.__setitem__("decoder.8.weight", torch.zeros(128, 256, 1, 1)), "8.weight (128, 256, 1, 1) (expected"),
+    (lambda sd: sd.__setitem__("decoder.extra.weight", torch.zeros(1)), "1 unexpected (e.g. extra.weight)"),
     (lambda sd: sd.__setitem__("decoder.13.conv.weight", torch.zeros(128, 128, 1, 1)), "time strides (1, 1, 2)"),
     (lambda sd: sd.__setitem__("decoder.22.weight", torch.zeros(5, 64, 3, 3)), "3 * patch^2"),
     (lambda sd: sd.__setitem__("encoder.7.conv.weight", torch.zeros(64, 192, 1, 1)), "encoder TPool"),
@@ -273,7 +274,7 @@ def test_space_upscale_off_decodes_at_latent_size(sds):
                                               ("wan2_2_super", None)])
 def test_cheaper_variants_are_the_loaded_weights_without_time_then_space_upscaling(sds, variant, filename):
     _, full, _ = taehv_from_state_dict(sds[variant], filename)
-    full.latent_format, full.input_space = "Wan22", "vae"
+    full.latent_space = LatentSpace("Wan22", "vae")
     variants = full.cheaper_variants()
     super_ = variant.endswith("super")
     assert [(v.time_scale, v.spatial_scale) for v in variants] == (

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from comfy_host import COMFYUI as HOST  # the host under test (TAESDV_TEST_HOST)
 from helpers import set_frame_by_frame
 from taesdv_core import CheckpointError, decode, encode
-from taesdv_core.taesd import (VARIANTS, TAESDDecoder, TAESDEncoder, identify_taesd, latent_to_taesd,
-                               taesd_from_state_dict, taesd_input_mapping, taesd_to_latent)
+from taesdv_core.family import Match, NoMatch
+from taesdv_core.families import FAMILIES
+from taesdv_core.taesd import FAMILY, VARIANTS, TAESDDecoder, TAESDEncoder, taesd_from_state_dict
 
 HOST_VARIANTS = ["taesd", "taesdxl", "taesd3", "taef1"]
 
@@ -134,14 +135,15 @@ def test_encoder_equals_host_for_any_chunking(host_taesd, kind):
 @pytest.mark.parametrize("kind", HOST_VARIANTS)
 def test_latent_mapping_reproduces_the_hosts_vae_decode_and_encode(host_taesd, kind):
     """The host's VAE Decode of a LATENT with a TAESD pair is process_output(TAESD.decode(x)):
-    ours is decode(latent_to_taesd(x)) clamped. Same for VAE Encode with process_input."""
+    ours is decode(space.to_input(x)) clamped. Same for VAE Encode with process_input."""
     v = VARIANTS[kind]
     host = host_taesd.TAESD(latent_channels=v.latent_channels)
     randomize(host.taesd_decoder, 5), randomize(host.taesd_encoder, 6)
     # what nodes.VAELoader.load_taesd stores for this file pair
     nodes_src = open(os.path.join(HOST, "nodes.py")).read()
     assert f'name == "{kind}"' in nodes_src
-    scale, shift = taesd_input_mapping(kind)
+    space = v.space
+    scale, shift = space.scale, space.shift
     assert f"torch.tensor({scale})" in nodes_src and f"torch.tensor({shift})" in nodes_src
     host.vae_scale.data.fill_(scale)
     host.vae_shift.data.fill_(shift)
@@ -151,12 +153,12 @@ def test_latent_mapping_reproduces_the_hosts_vae_decode_and_encode(host_taesd, k
     latent = torch.randn(3, v.latent_channels, 4, 6, generator=torch.Generator().manual_seed(7)) / scale + shift
     with torch.no_grad():
         host_image = torch.clamp((host.decode(latent) + 1.0) / 2.0, 0.0, 1.0)  # VAE.process_output
-    ours = decode(decoder, latent_to_taesd(latent, kind).unsqueeze(0))[0]
+    ours = decode(decoder, space.to_input(latent).unsqueeze(0))[0]
     assert rel_err(ours, host_image) < 1e-5
     image = torch.rand(2, 3, 24, 16, generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         host_latent = host.encode(image * 2.0 - 1.0)  # VAE.process_input
-    ours_latent = taesd_to_latent(encode(encoder, image.unsqueeze(0))[0], kind)
+    ours_latent = encode(encoder, image.unsqueeze(0))[0] / scale + shift
     assert rel_err(ours_latent, host_latent) < 1e-5
 
 
@@ -203,14 +205,15 @@ def test_taef2_encoder_equals_reference_with_pools():
 @pytest.mark.parametrize("part", ["decoder", "encoder"])
 def test_identify_from_tensors_alone(kind, arch, part):
     sd = random_file(kind, part)
-    assert identify_taesd(sd) == arch
-    assert identify_taesd({f"taesd_{part}.{k}": t for k, t in sd.items()}) == arch
+    assert FAMILY.match(sd, "x.pth").variant == arch
+    assert FAMILY.match({f"taesd_{part}.{k}": t for k, t in sd.items()}, "x.pth").variant == arch
+    assert FAMILY.match(sd, f"{kind}_{part}.pth").variant == kind  # the name tells same-shaped variants apart
 
 
 def test_identify_rejects_other_files(state_dict):
-    assert identify_taesd(state_dict) is None  # TAESDV: its decoder has MemBlocks
-    assert identify_taesd({"decoder.22.bias": torch.zeros(3), "decoder.1.weight": torch.zeros(256, 16, 3, 3)}) is None
-    assert identify_taesd({"foo": torch.zeros(1)}) is None
+    assert isinstance(FAMILY.match(state_dict, "taesdv.pth"), NoMatch)  # TAESDV: its decoder has MemBlocks
+    assert isinstance(FAMILY.match({"decoder.22.bias": torch.zeros(3), "decoder.1.weight": torch.zeros(256, 16, 3, 3)}, "x"), NoMatch)
+    assert isinstance(FAMILY.match({"foo": torch.zeros(1)}, "x"), NoMatch)
 
 
 def test_combined_comfy_form_loads_both_halves():
@@ -251,25 +254,23 @@ def test_strict_checks_name_the_bad_tensors():
 
 
 def test_input_mapping_table():
-    assert taesd_input_mapping("taesd") == (0.18215, 0.0)
-    assert taesd_input_mapping("taesdxl_decoder.safetensors") == (0.13025, 0.0)
-    assert taesd_input_mapping("taesd3") == (1.5305, 0.0609)
-    assert taesd_input_mapping("taef1") == (0.3611, 0.1159)
-    x = torch.randn(2, 16, 3, 3)
-    assert torch.allclose(taesd_to_latent(latent_to_taesd(x, "taef1"), "taef1"), x, atol=1e-6)
-    with pytest.raises(KeyError):
-        taesd_input_mapping("taehv")
+    assert {k: (v.space.scale, v.space.shift) for k, v in VARIANTS.items() if k != "taef2"} == {
+        "taesd": (0.18215, 0.0), "taesdxl": (0.13025, 0.0), "taesd3": (1.5305, 0.0609), "taef1": (0.3611, 0.1159)}
+    assert isinstance(FAMILY.match(random_file("taesd", "decoder"), "taesdxl_decoder.safetensors"), Match)
+    assert FAMILY.match(random_file("taesd", "decoder"), "taesdxl_decoder.safetensors").space.scale == 0.13025
 
 
-def test_the_cli_maps_save_latent_files_with_the_hosts_own_latent_formats(host_taesd):
+def test_every_familys_model_space_is_the_hosts_process_in(host_taesd):
+    """One table per family (its records' spaces): each "model" space maps a LATENT as the host's
+    own latent format does, so the CLI maps Save Latent files as ComfyUI does."""
     import comfy.latent_formats
 
-    from taesdv_core.loading import MODEL_SPACE
-
-    for name, (scale, shift) in MODEL_SPACE.items():
-        fmt = getattr(comfy.latent_formats, name)()
+    spaces = [space for family in FAMILIES for space in family.spaces.values() if space.input_space == "model"]
+    assert {s.format for s in spaces} >= {"SD15", "SDXL", "SD3", "Flux", "HunyuanVideo", "HunyuanVideo15", "LTXV"}
+    for space in spaces:
+        fmt = getattr(comfy.latent_formats, space.format)()
         x = torch.randn(1, fmt.latent_channels, 2, 3) if fmt.latent_dimensions == 2 else torch.randn(1, fmt.latent_channels, 2, 2, 3)
-        assert torch.allclose((x - shift) * scale, fmt.process_in(x), atol=1e-6), name
+        assert torch.allclose(space.to_input(x), fmt.process_in(x), atol=1e-6), space
 
 
 def test_decoder_declares_what_the_engine_needs():

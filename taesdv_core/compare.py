@@ -396,22 +396,30 @@ def _read_latents(path: str) -> tuple[torch.Tensor, bool]:
             vae_space = True
             return x
         return read_latents(path, keep_vae_latents), vae_space
-    return _ntchw(_load_tensor(path).float()), False
+    return _ntchw(_load_tensor(path, "LATENTS").float()), False
 
 
-def _load_tensor(path: str) -> torch.Tensor:
+def _load_tensor(path: str, name: str) -> torch.Tensor:
+    """The tensor of a .npy, .safetensors or .pt file (a dict's 'samples' or first value); `name`
+    says which argument gave the path."""
     if not os.path.isfile(path):
-        raise InputError(f"'{path}' does not exist")
-    if path.endswith(".npy"):
-        return torch.from_numpy(np.load(path))
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+        raise InputError(f"{name} '{path}' does not exist")
+    try:
+        if path.endswith(".npy"):
+            obj = torch.from_numpy(np.load(path))
+        elif path.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        tensors = load_file(path)
-        return next(iter(tensors.values()))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        obj = obj.get("samples", next(iter(obj.values())))
+            obj = next(iter(load_file(path).values()), None)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict):
+                obj = obj.get("samples", next(iter(obj.values()), None))
+    except Exception as e:  # numpy, safetensors and torch each raise their own errors for a bad file
+        raise InputError(f"{name} '{path}' is not a readable tensor file (.npy of numbers, .safetensors or .pt): "
+                         f"{type(e).__name__}: {e}") from None
+    if not isinstance(obj, torch.Tensor):
+        raise InputError(f"{name} '{path}' holds no tensor (found {type(obj).__name__})")
     return obj
 
 
@@ -437,6 +445,7 @@ def run_cli(args) -> int:
 
     device = torch.device(args.device)
     latents, vae_space = _read_latents(args.latents)
+    check_finite(latents, "latents")
     decoders = []
     for spec in args.decoder:
         label, _, path = spec.rpartition("=")
@@ -445,8 +454,8 @@ def run_cli(args) -> int:
         # a Save Latent file holds the VAE's latents: each decoder gets them as ComfyUI's VAE Decode maps them
         to_input = (lambda x, d=decoder: comfy_latent_to_input(d, x)) if vae_space else (lambda x: x)
         decoders.append((label, decode_fn(decoder, to_input)))
-    reference = _load_tensor(args.reference).float() if args.reference else None
-    frames, rows = compare(decoders, latents, reference, device)
+    reference = _load_tensor(args.reference, "--reference").float() if args.reference else None
+    frames, rows = compare(decoders, latents, reference, device, free_bytes=memory_available())
     os.makedirs(args.out, exist_ok=True)
     table = format_table(rows)
     with open(os.path.join(args.out, "table.md"), "w") as f:
@@ -456,7 +465,7 @@ def run_cli(args) -> int:
     from PIL import Image
 
     for t in range(min(args.max_png, frames.shape[1])):
-        img = (frames[0, t].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        img = (frames[0, t].permute(1, 2, 0).nan_to_num().numpy() * 255).round().astype(np.uint8)
         Image.fromarray(img).save(os.path.join(args.out, f"side_by_side_{t:04d}.png"))
     print(table)
     return 0

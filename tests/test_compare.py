@@ -1,12 +1,14 @@
 """compare(): timing, memory and quality rows plus a labelled side-by-side clip; the CLI."""
 import argparse
 import json
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from taesdv_core.compare import LABEL_STRIP, add_cli, compare, format_table, side_by_side
+from taesdv_core.compare import LABEL_STRIP, add_cli, compare, decode_fn, format_table, side_by_side
+from taesdv_core.engine import decode as engine_decode
 
 
 def upsample(latents):  # a "decoder": 4 latent channels -> RGB at 8x
@@ -231,8 +233,6 @@ def test_memoryless_and_windowed_decoders_give_in_pieces_what_they_give_whole(fa
     # Compare decodes each clip as one stream in pieces; these decoders carry no memory between
     # pieces (the engine then read memory[0] of an empty list) or need whole windows of 8 frames.
     from taesdv_core import engine, fast_latent_decoders
-    from taesdv_core.compare import decode_fn
-
     torch.manual_seed(0)
     decoder = getattr(fast_latent_decoders, family)().eval()
     torch.nn.init.constant_(decoder.layers[-1].bias, 0.5)  # random init alone gives frames clamped to 0
@@ -241,3 +241,45 @@ def test_memoryless_and_windowed_decoders_give_in_pieces_what_they_give_whole(fa
     whole = engine.decode(decoder, latents)[0]
     assert whole.std() > 0.01 and torch.equal(frames[0, :, :, -whole.shape[-2]:], whole)  # under the label
     assert rows[0]["frames"] == 40
+
+
+WEIGHTS = "/work/shared/weights"
+MEDIA = "/work/shared/media/taesdv_test_video.gif"
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(WEIGHTS, "taef2_decoder.pth")) or not os.path.isfile(MEDIA),
+                    reason="real weights (../shared/weights/taef2_*.pth) or the real clip (../shared/media) absent")
+def test_quality_of_a_real_round_trip_matches_an_independent_computation():
+    # The FLUX.2 tiny autoencoder's round trip of the real clip, measured by compare() against the clip,
+    # and by scipy in float64 on whole arrays (Gaussian filter, sigma 1.5, 11 taps: truncate 3.5).
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    from taesdv_core.compare import load_decoder
+    from taesdv_core.engine import encode
+    from taesdv_core.loading import load_autoencoder
+    from taesdv_core.media import read_frames
+
+    frames, _ = read_frames(MEDIA, 8)
+    encoder = load_autoencoder(os.path.join(WEIGHTS, "taef2_encoder.pth"), torch.float32, torch.device("cpu")).encoder
+    decoder = load_decoder(os.path.join(WEIGHTS, "taef2_decoder.pth"), torch.device("cpu"))
+    latents = encode(encoder, frames[None])
+    _, rows = compare([("taef2", decode_fn(decoder))], latents, frames[None], "cpu")
+    decoded = engine_decode(decoder, latents)[0].double().numpy()
+    reference = frames.double().numpy()
+    mse = ((decoded - reference) ** 2).mean()
+
+    def blur(x):
+        return gaussian_filter(x, sigma=(0, 0, 1.5, 1.5), truncate=3.5)[..., 5:-5, 5:-5]
+
+    mu_a, mu_b = blur(decoded), blur(reference)
+    var_a, var_b = blur(decoded ** 2) - mu_a ** 2, blur(reference ** 2) - mu_b ** 2
+    cov = blur(decoded * reference) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim_map = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    flicker = np.abs(np.diff(decoded, axis=0)).mean() - np.abs(np.diff(reference, axis=0)).mean()
+    print(f"real round trip: PSNR {rows[0]['psnr']} dB, SSIM {rows[0]['ssim']}, flicker {rows[0]['flicker']}")
+    assert rows[0]["psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-3)
+    assert rows[0]["ssim"] == pytest.approx(ssim_map.mean(), abs=1e-4)
+    assert rows[0]["flicker"] == pytest.approx(flicker, abs=1e-5)
+    assert 12 < rows[0]["psnr"] < 30  # a real picture came through (README: about 19 dB on this dithered clip)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
-from .engine import ACCELERATOR_CHUNK_FRAMES, DecodeStream, check_finite, preferred_chunk_frames
+from .engine import DecodeStream, check_finite, preferred_chunk_frames
 from .errors import CheckpointError, InputError
 from .families import where_to_get
 

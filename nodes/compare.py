@@ -2,6 +2,7 @@
 VAE's frames as the reference), side by side, with a table of speed, memory and quality."""
 from __future__ import annotations
 
+import comfy.model_management as mm
 from comfy_api.latest import io
 
 from ..taesdv_core import compare
@@ -38,9 +39,12 @@ class CompareDecoders(io.ComfyNode):
         chosen = [d for d in (decoder_a, decoder_b, decoder_c, decoder_d) if d is not None]
 
         def run(managed):
-            def decode_clip(_latents):
-                frames = managed.decode(latent_to_clips(samples, managed.decoder, 0.0))  # (N, T, H, W, 3)
-                return frames[:1].permute(0, 1, 4, 2, 3)  # the first clip, NTCHW
+            def decode_clip(_latents):  # the first clip, each piece written into its panel as it comes
+                latents = latent_to_clips(samples, managed.decoder, 0.0)[:1]
+                return compare.stream_in_pieces(
+                    managed.decoder, latents,
+                    lambda piece, stream: managed.decode(piece, stream=stream).permute(0, 1, 4, 2, 3),  # NTCHW view
+                    managed.load_device)
             return decode_clip
 
         labels = [f"{m.name} ({m.decoder.family})" for m in chosen]
@@ -51,6 +55,7 @@ class CompareDecoders(io.ComfyNode):
             if reference.ndim != 4 or reference.shape[-1] not in (3, 4):
                 raise InputError(f"reference must be an IMAGE [frames, height, width, 3], got {tuple(reference.shape)}")
             ref = reference[..., :3].permute(0, 3, 1, 2).unsqueeze(0).float()
+        # the side-by-side must fit beside what ComfyUI holds, as Decode's output must (ManagedAutoencoder)
         frames, rows = compare.compare([(label, run(m)) for label, m in zip(labels, chosen)], None, ref,
-                                       chosen[0].load_device)
-        return io.NodeOutput(frames[0].permute(0, 2, 3, 1).contiguous(), compare.format_table(rows))
+                                       chosen[0].load_device, free_bytes=mm.get_free_memory(mm.intermediate_device()))
+        return io.NodeOutput(frames[0].permute(0, 2, 3, 1), compare.format_table(rows))  # the IMAGE layout: no copy

@@ -16,18 +16,20 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 
 import torch
 
 from . import compare
 from .checkpoint import DTYPES, OFFICIAL_URL
+from .compare import format_bytes, memory_available
 from .engine import DecodeStream, check_finite, decode, encode
 from .errors import CheckpointError, InputError
 from .families import where_to_get
 from .keyframes import check_keyframe_decoder, expand_keyframes, expanded_length
 from .loading import comfy_latent_to_input, load_autoencoder
-from .media import FrameWriter, crop_to_encoder, read_frames, read_latents
+from .media import FrameWriter, crop_to_encoder, output_kind, read_frames, read_latents
 
 KEYFRAMES = ("off", "repeat", "blend")
 
@@ -48,6 +50,45 @@ def _dtype(name: str, device: torch.device) -> torch.dtype | str:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return name  # a DTYPES name: "tf32" loads fp32 weights that may use TF32
+
+
+def check_writable(path: str, flag: str = "-o", folder: bool | None = None) -> None:
+    """Refuse, before any work, an output that cannot be written: a file output that names a
+    folder, a place under a regular file, one that takes no files (/proc). `folder`: whether the
+    output is a folder (None: by its name, as FrameWriter decides)."""
+    if folder is None:
+        folder = output_kind(path) == "folder"
+    try:
+        if folder:
+            os.makedirs(path, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                return
+        if os.path.isdir(path):
+            raise InputError(f"{flag} '{path}' is a folder; name a file (with its extension) inside it, or give a "
+                             "name without an extension for a folder of PNG frames")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        existed = os.path.exists(path)
+        with open(path, "ab"):  # opened as the writer will open it, changing nothing
+            pass
+        if not existed:
+            os.remove(path)
+    except OSError as e:
+        raise InputError(f"{flag} '{path}': cannot write there ({e.strerror or e})") from None
+
+
+def _check_output_fits(latents: torch.Tensor, decoder, frames: int, mode: str, output: str) -> None:
+    """Refuse a decode whose frames cannot fit in the memory available, before decoding: only
+    --mode stream into a folder writes frames as they come instead of holding them all."""
+    if mode == "stream" and output_kind(output) == "folder":
+        return
+    n, _, _, h, w = latents.shape
+    hh, ww = h * decoder.spatial_scale, w * decoder.spatial_scale
+    need, free = 4 * n * frames * 3 * hh * ww, memory_available()
+    if free is not None and need > free:
+        count = f"{frames}" if n == 1 else f"{n}x{frames}"
+        raise InputError(f"latents {tuple(latents.shape)} decode to {count} frames of {ww}x{hh} that need "
+                         f"{format_bytes(need)}, but {format_bytes(free)} of memory is available; decode with "
+                         "--mode stream into a folder (frames written as they come), or fewer frames at a time")
 
 
 def _decode_to(writer: FrameWriter, decoder, latents: torch.Tensor, mode: str, chunk: int | None,
@@ -99,12 +140,14 @@ def decode_command(args) -> None:
     decoder = _load(args, "decoder").decoder
     _check_keyframes(args, decoder)
     started = time.perf_counter()
+    check_writable(args.output)
     latents = read_latents(args.latents, lambda x: comfy_latent_to_input(decoder, x))
     check_finite(latents, "latents")
-    writer = FrameWriter(args.output, fps=args.fps)
-    _decode_to(writer, decoder, latents, args.mode, args.chunk, args.keyframes)
     n, t, _, h, w = latents.shape
     frames = DecodeStream(decoder).output_frames(t) if args.keyframes == "off" else expanded_length(t)
+    _check_output_fits(latents, decoder, frames, args.mode, args.output)
+    writer = FrameWriter(args.output, fps=args.fps)
+    _decode_to(writer, decoder, latents, args.mode, args.chunk, args.keyframes)
     scale = decoder.spatial_scale
     print(f"decoded {n}x{frames} frames of {w * scale}x{h * scale} ({decoder.family}) in "
           f"{time.perf_counter() - started:.2f}s -> {args.output}")
@@ -120,6 +163,7 @@ def encode_command(args) -> None:
 
     if not args.output.endswith(".safetensors"):
         raise InputError(f"-o '{args.output}': encode writes a .safetensors file (key 'latents')")
+    check_writable(args.output)
     encoder = _load(args, "encoder").encoder
     frames, _ = read_frames(args.frames)
     latents = _encode_frames(encoder, frames, args.chunk)
@@ -129,6 +173,7 @@ def encode_command(args) -> None:
 
 
 def roundtrip_command(args) -> None:
+    check_writable(args.output)
     model = _load(args, "encoder", "decoder")
     started = time.perf_counter()
     frames, fps = read_frames(args.video, args.max_frames)
@@ -137,6 +182,12 @@ def roundtrip_command(args) -> None:
     _decode_to(writer, model.decoder, latents, "chunked", args.chunk)
     print(f"round-tripped {frames.shape[0]} frames -> {writer.count} frames ({model.decoder.family}) in "
           f"{time.perf_counter() - started:.2f}s -> {args.output}")
+
+
+def compare_command(args) -> None:
+    args.device = _device(args.device)
+    check_writable(args.out, "--out", folder=True)
+    compare.run_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=roundtrip_command)
 
     compare.add_cli(sub)
-    sub.choices["compare"].set_defaults(run=compare.run_cli)
+    sub.choices["compare"].set_defaults(run=compare_command)
     return parser
 
 

@@ -324,7 +324,7 @@ class DecodeStream:
         param = next(decoder.parameters())
         device, dtype = param.device, param.dtype
         memory = self.memory
-        if memory is not None and (memory[0].device != device or memory[0].dtype != dtype):
+        if memory and (memory[0].device != device or memory[0].dtype != dtype):  # memoryless decoders keep []
             # ComfyUI may have moved the model between queue runs: the state follows it
             memory = [m.to(device=device, dtype=dtype) for m in memory]
         if chunk_frames is None:

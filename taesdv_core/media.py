@@ -128,7 +128,10 @@ def read_frames(path: str, max_frames: int | None = None) -> tuple[torch.Tensor,
         if not names:
             raise InputError(f"FRAMES folder '{path}' has no images ({', '.join(IMAGE_EXTENSIONS)})")
         for n in names[:max_frames]:
-            arrays.append(np.asarray(Image.open(os.path.join(path, n)).convert("RGB")))
+            try:
+                arrays.append(np.asarray(Image.open(os.path.join(path, n)).convert("RGB")))
+            except (OSError, SyntaxError) as e:  # PIL raises either for a corrupt or truncated image
+                raise InputError(f"FRAMES '{os.path.join(path, n)}' is not a readable image ({e})") from None
     elif not os.path.isfile(path):
         raise InputError(f"FRAMES '{path}' does not exist")
     elif path.lower().endswith((".gif", ".webp", ".png", ".jpg", ".jpeg")):

@@ -1,18 +1,26 @@
 """Quality metrics of decoded clips against a reference decode: PSNR, SSIM and a flicker index.
 
-Layout: frames NTCHW or TCHW, RGB in [0, 1], decoded and reference of the same shape. All
-metrics average over the N clips and T frames; results are Python floats.
+Layout: frames NTCHW or TCHW, RGB in [0, 1], decoded and reference of the same shape (any
+strides: views into a larger tensor are read in place). All metrics average over the N clips
+and T frames; results are Python floats.
+
+Memory: every metric reads one frame at a time (SSIM one band of rows at a time) and sums in
+float64, so it holds a few frames' worth whatever the clip's length: whole-clip float64 SSIM
+needed about 90 times the clip.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # C1 = (K1 L)^2, C2 = (K2 L)^2 with L = 1 (data range)
+# SSIM map positions per band (rows of one channel): ~20 float64 planes of a band are alive at
+# once (inputs, 5 stacked planes and their 2 blur passes, terms), so a band needs ~5 MiB whatever
+# the frame size.
+SSIM_BAND_VALUES = 2 ** 15
 
 
 def _ntchw(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -20,14 +28,30 @@ def _ntchw(x: torch.Tensor, name: str) -> torch.Tensor:
         x = x.unsqueeze(0)
     if x.ndim != 5:
         raise ValueError(f"{name} must be NTCHW or TCHW, got shape {tuple(x.shape)}")
-    return x.detach().to(torch.float64)
+    return x.detach()
 
 
 def _pair(decoded, reference):
     a, b = _ntchw(decoded, "decoded"), _ntchw(reference, "reference")
     if a.shape != b.shape:
         raise ValueError(f"decoded {tuple(a.shape)} and reference {tuple(b.shape)} differ in shape")
-    return a, b.to(a.device)
+    return a, b
+
+
+def _frames(*clips: torch.Tensor):
+    """The frames (C, H, W) of the clips side by side, one (n, t) at a time, as float32."""
+    n, t = clips[0].shape[:2]
+    for i in range(n):
+        for j in range(t):
+            yield tuple(c[i, j].to(clips[0].device, torch.float32) for c in clips)
+
+
+def psnr_per_frame(decoded: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(N, T) PSNR of each frame in dB (inf where a frame is identical)."""
+    a, b = _pair(decoded, reference)
+    mse = torch.tensor([float((x - y).square_().sum(dtype=torch.float64)) / x.numel() for x, y in _frames(a, b)],
+                       dtype=torch.float64)
+    return (10 * torch.log10(1.0 / mse)).float().reshape(a.shape[:2])
 
 
 def psnr(decoded: torch.Tensor, reference: torch.Tensor) -> float:
@@ -36,22 +60,42 @@ def psnr(decoded: torch.Tensor, reference: torch.Tensor) -> float:
     Identical clips give inf.
     """
     a, b = _pair(decoded, reference)
-    mse = float(((a - b) ** 2).mean())
+    squared = sum(float((x - y).square_().sum(dtype=torch.float64)) for x, y in _frames(a, b))
+    mse = squared / a.numel()
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def psnr_per_frame(decoded: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """(N, T) PSNR of each frame in dB (inf where a frame is identical)."""
-    a, b = _pair(decoded, reference)
-    mse = ((a - b) ** 2).mean(dim=(2, 3, 4))
-    return (10 * torch.log10(1.0 / mse)).float()
-
-
-def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
-    r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+def _gaussian_taps(size: int, sigma: float, device) -> torch.Tensor:
+    """The 1-D Gaussian of `size` taps (sum 1), float64; the window is its outer product."""
+    r = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+    return g / g.sum()
+
+
+def _blur(z: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
+    """z filtered along `dim` by `taps` at 'valid' positions: a weighted sum of shifted views, which
+    needs only its output (float64 conv2d unfolds its input, ~11x the band)."""
+    length = z.shape[dim] - taps.numel() + 1
+    out = z.narrow(dim, 0, length) * taps[0]
+    for i in range(1, taps.numel()):
+        out.add_(z.narrow(dim, i, length), alpha=float(taps[i]))
+    return out
+
+
+def _ssim_map_sum(x: torch.Tensor, y: torch.Tensor, taps: torch.Tensor) -> float:
+    """Sum of the SSIM map of two (h, w) images ('valid' positions of the Gaussian window whose
+    1-D taps are `taps`), in float64: the variances are differences of nearly equal terms, which
+    float32 gets wrong by ~1e-4 of SSIM. The window is separable: a column pass and a row pass
+    (2 x 11 taps, not 121) over the five planes stacked."""
+    x, y = x.double(), y.double()
+    planes = torch.stack([x, y, x * x, y * y, x * y])
+    mu_x, mu_y, xx, yy, xy = _blur(_blur(planes, taps, 1), taps, 2)
+    var_x = xx - mu_x ** 2
+    var_y = yy - mu_y ** 2
+    cov = xy - mu_x * mu_y
+    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
+    smap = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return float(smap.sum())
 
 
 def ssim_per_frame(decoded: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -61,25 +105,20 @@ def ssim_per_frame(decoded: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     (sigma 1.5, 'valid' positions only), SSIM map = ((2 mu_a mu_b + C1)(2 cov + C2)) /
     ((mu_a^2 + mu_b^2 + C1)(var_a + var_b + C2)), C1 = 0.01^2, C2 = 0.03^2; a frame's SSIM is the
     mean of the map over positions and channels. Frames smaller than 11 pixels use a window
-    as large as the smaller side (odd).
+    as large as the smaller side (odd). Computed over bands of rows of one channel, each read with
+    the window's margin, so the map is the whole frame's.
     """
     a, b = _pair(decoded, reference)
     n, t, c, h, w = a.shape
     size = min(SSIM_WINDOW, h, w)
     size -= 1 - size % 2
-    win = _gaussian_window(size, SSIM_SIGMA, a.dtype, a.device).expand(c, 1, size, size)
-    x, y = a.reshape(n * t, c, h, w), b.reshape(n * t, c, h, w)
-
-    def blur(z):
-        return F.conv2d(z, win, groups=c)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
-    smap = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    return smap.mean(dim=(1, 2, 3)).reshape(n, t).float()
+    taps = _gaussian_taps(size, SSIM_SIGMA, a.device)
+    rows_out = h - size + 1  # map rows
+    band = max(1, SSIM_BAND_VALUES // w)
+    sums = [sum(_ssim_map_sum(x[ch, r:r + band + size - 1], y[ch, r:r + band + size - 1], taps)
+                for ch in range(c) for r in range(0, rows_out, band))
+            for x, y in _frames(a, b)]
+    return (torch.tensor(sums, dtype=torch.float64) / (c * rows_out * (w - size + 1))).float().reshape(n, t)
 
 
 def ssim(decoded: torch.Tensor, reference: torch.Tensor) -> float:
@@ -93,7 +132,9 @@ def temporal_change(frames: torch.Tensor) -> float:
     x = _ntchw(frames, "frames")
     if x.shape[1] < 2:
         return 0.0
-    return float((x[:, 1:] - x[:, :-1]).abs().mean())
+    change = sum(float((now - before).abs_().sum(dtype=torch.float64))
+                 for now, before in _frames(x[:, 1:], x[:, :-1]))
+    return change / x[:, 1:].numel()
 
 
 def flicker_index(decoded: torch.Tensor, reference: torch.Tensor, clip_at_zero: bool = False) -> float:

@@ -307,3 +307,73 @@ def test_keyframes_are_refused_where_they_cannot_apply(tmp_path, checkpoint_path
     weights = [] if "-w" in args else ["-w", checkpoint_path]
     r = cli("decode", latents_file[0], "-o", tmp_path / "o.gif", *weights, *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, r.stderr
+
+
+# -- every bad input is `error: ...` and exit 2 ---------------------------------------------------
+
+def corrupt_png_folder(folder):
+    png_folder(folder, seed=2, shape=(3, 16, 16, 3))
+    (folder / "001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)
+
+
+@pytest.mark.parametrize("command,output,message", [
+    ("decode", "{tmp}/taken.webp", "is a folder"),          # an existing folder named as a file
+    ("decode", "{tmp}/plain/o.webp", "cannot write"),       # under a regular file
+    ("decode", "{tmp}/plain/frames", "cannot write"),       # a folder output under a regular file
+    ("decode", "/proc/x.webp", "cannot write"),
+    ("encode", "{tmp}/plain/o.safetensors", "cannot write"),
+    ("encode", "{tmp}/ok.safetensors", "001.png"),          # a corrupt PNG among the frames
+    ("roundtrip", "{tmp}/o.gif", "001.png"),
+])
+def test_unwritable_outputs_and_unreadable_frames_are_refused_before_any_work(tmp_path, checkpoint_path, latents_file,
+                                                                             command, output, message):
+    (tmp_path / "taken.webp").mkdir()
+    (tmp_path / "plain").write_text("a regular file")
+    corrupt_png_folder(tmp_path / "frames")
+    source = latents_file[0] if command == "decode" else tmp_path / "frames"
+    r = cli(command, source, "-w", checkpoint_path, "-o", output.format(tmp=tmp_path))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
+
+
+def test_decode_of_latents_whose_frames_cannot_fit_is_refused_with_the_figures(tmp_path, checkpoint_path, capsys,
+                                                                               monkeypatch):
+    from taesdv_core import __main__ as main_module
+
+    save_file({"latents": torch.zeros(1, 40, 4, 16, 16)}, tmp_path / "long.safetensors")  # 40 frames of 128x128: 7.5 MiB
+    monkeypatch.setattr(main_module, "memory_available", lambda: 4 * 2 ** 20)
+    assert main_module.main(["decode", str(tmp_path / "long.safetensors"), "-w", checkpoint_path,
+                             "-o", str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "40 frames of 128x128" in err and "7.5 MiB" in err and "4.0 MiB" in err and "--mode stream" in err
+    assert not (tmp_path / "o.safetensors").exists()
+    monkeypatch.setattr(main_module, "memory_available", lambda: 2 ** 30)
+    assert main_module.main(["decode", str(tmp_path / "long.safetensors"), "-w", checkpoint_path,
+                             "-o", str(tmp_path / "o.safetensors")]) == 0
+
+
+@pytest.fixture
+def compare_inputs(tmp_path):
+    save_file({"latents": torch.randn(1, 3, 4, 4, 4)}, tmp_path / "l.safetensors")
+    save_file({"latents": torch.full((1, 3, 4, 4, 4), float("nan"))}, tmp_path / "nan.safetensors")
+    torch.save(torch.rand(2, 3, 3, 32, 32), tmp_path / "two_clips.pt")
+    torch.save(torch.rand(3, 32, 32), tmp_path / "three_d.pt")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    (tmp_path / "plain").write_text("a regular file")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["{tmp}/nan.safetensors"], "NaN"),
+    (["{tmp}/l.safetensors", "--device", "foo"], "--device 'foo' is not a torch device"),
+    (["{tmp}/l.safetensors", "--reference", "{tmp}/two_clips.pt"], "2 clips"),
+    (["{tmp}/l.safetensors", "--reference", "{tmp}/three_d.pt"], "NTCHW or TCHW"),
+    (["{tmp}/l.safetensors", "--reference", "{tmp}/objects.npy"], "objects.npy"),
+    (["{tmp}/l.safetensors", "--out", "{tmp}/plain/cmp"], "cannot write"),
+])
+def test_compare_refuses_bad_input_with_a_clear_message_and_exit_code_2(compare_inputs, checkpoint_path, args, message):
+    r = cli("compare", *[a.format(tmp=compare_inputs) for a in args], "--decoder", f"a={checkpoint_path}",
+            "--decoder", f"b={checkpoint_path}", *([] if "--device" in args else ["--device", "cpu"]),
+            *([] if "--out" in args else ["--out", compare_inputs / "cmp"]))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.startswith("error: ") and message in r.stderr, r.stderr

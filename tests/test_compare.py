@@ -1,12 +1,14 @@
 """compare(): timing, memory and quality rows plus a labelled side-by-side clip; the CLI."""
 import argparse
 import json
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from taesdv_core.compare import LABEL_STRIP, add_cli, compare, format_table, side_by_side
+from taesdv_core.compare import LABEL_STRIP, add_cli, compare, decode_fn, format_table, side_by_side
+from taesdv_core.engine import decode as engine_decode
 
 
 def upsample(latents):  # a "decoder": 4 latent channels -> RGB at 8x
@@ -124,3 +126,160 @@ def test_cli_maps_a_save_latent_file_for_each_decoder_as_comfyuis_vae_decode_doe
         assert args.run(args) == 0
         pngs[name] = [p.read_bytes() for p in sorted(out.glob("side_by_side_*.png"))]
     assert len(pngs["x.latent"]) == 3 and pngs["x.latent"] == pngs["x.safetensors"]
+
+
+def test_compare_node_holds_the_decoders_outputs_and_little_more(checkpoint_path):
+    # The node's execute in a fresh process (tests/compare_peak_memory.py: the host's modules on the
+    # CPU, no server, the decoders' layers cheap). Two decoders on 24 frames of 256 px: the side-by-side
+    # holds the two outputs and their label strips (each decoder writes its panel piece by piece);
+    # above it only one piece of frames (1/32 of an output) and the metrics' bands (a few MiB, any
+    # length). Any extra copy of an output would add 18 MiB; whole-clip float64 metrics added
+    # gigabytes, and the old side-by-side 6 more outputs (126 MiB measured).
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare_peak_memory.py")
+    r = subprocess.run([sys.executable, script, checkpoint_path, "24", "32", "32", "2"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    output = m["output_bytes"]
+    t, height, width, _ = m["image_shape"]
+    assert t == 24 and width == 2 * 256 and height > 256
+    side_by_side_bytes = t * height * width * 3 * 4
+    growth = m["peak_rss"] - m["baseline_rss"]
+    allowance = 4 * 2 ** 20  # the metrics' bands, allocator rounding, the table
+    bound = side_by_side_bytes + output / 8 + allowance
+    print(f"compare peak: one output {output / 2**20:.1f} MiB, side-by-side {side_by_side_bytes / 2**20:.1f} MiB, "
+          f"peak over baseline {growth / 2**20:.1f} MiB (bound {bound / 2**20:.1f} MiB)")
+    assert growth >= 1.5 * output  # the panels were really written (some pages come from memory freed before)
+    assert growth <= bound
+
+
+def nan_decoder(latents):
+    x = upsample(latents)
+    x[:, 1:] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_a_clip_with_nan_is_not_reported_as_identical(first):
+    latents = torch.randn(1, 3, 4, 3, 4)
+    decoders = [("exact", upsample), ("nan", nan_decoder)]
+    _, rows = compare(decoders[::-1] if first else decoders, latents, None, "cpu")
+    measured = rows[1] if first else rows[0]
+    broken = rows[0] if first else rows[1]
+    assert broken["psnr"] is None and broken["ssim"] is None and broken["flicker"] is None
+    assert "NaN" in broken["note"] or "reference" in broken["note"]
+    for row in (rows if first else [broken]):  # against a NaN reference nothing is measured either
+        assert row["ssim"] is None and "not measured" in row["note"]
+    table = format_table(rows)
+    nan_line = next(line for line in table.splitlines() if line.startswith(f"| {broken['label']} |"))
+    assert [cell.strip() for cell in nan_line.split("|")[5:8]] == ["n/a"] * 3  # PSNR, SSIM, flicker
+    if not first:
+        assert measured["psnr"] is None and measured["ssim"] == 1.0  # the identical row still says inf
+        assert "| inf |" in table.splitlines()[2]
+    json.dumps(rows, allow_nan=False)
+
+
+def test_a_reference_longer_than_the_decodes_is_noted():
+    latents = torch.randn(1, 4, 4, 3, 4)
+    reference = torch.cat([upsample(latents), upsample(latents)[:, :2]], 1)  # 6 frames, the decodes 4
+    frames, rows = compare([("a", upsample), ("b", noisy)], latents, reference, "cpu")
+    assert frames.shape[1] == 4
+    assert all("reference truncated 6 -> 4 frames" in r["note"] for r in rows)
+    assert rows[0]["psnr"] is None
+
+
+@pytest.mark.parametrize("reference,message", [
+    (torch.rand(2, 3, 3, 24, 32), "2 clips"),
+    (torch.rand(3, 24, 32), "NTCHW or TCHW"),
+    (torch.rand(1, 3, 4, 24, 32), "3 channels"),
+    (torch.full((1, 3, 3, 24, 32), float("nan")), "NaN"),
+])
+def test_a_reference_that_does_not_fit_is_refused_by_name(reference, message):
+    from taesdv_core.errors import InputError
+
+    with pytest.raises(InputError, match="reference") as e:
+        compare([("a", upsample)], torch.randn(1, 3, 4, 3, 4), reference, "cpu")
+    assert message in str(e.value)
+
+
+def test_a_side_by_side_that_does_not_fit_is_refused_with_the_figures_before_decoding():
+    from taesdv_core.compare import Clip
+    from taesdv_core.errors import InputError
+
+    decoded = []
+
+    def lazy(latents):  # a decoder giving its frames piece by piece: nothing decoded until asked
+        pieces = (decoded.append(i) or upsample(latents[:, i:i + 1]) for i in range(latents.shape[1]))
+        return Clip((1, latents.shape[1], 3, 24, 32), pieces)
+
+    latents = torch.randn(1, 5, 4, 3, 4)
+    with pytest.raises(InputError) as e:
+        compare([("a", lazy), ("b", lazy)], latents, None, "cpu", free_bytes=100_000)
+    # 5 frames, 2 panels of 32x24 under a 14 px strip: 5 * 38 * 64 * 3 * 4 bytes
+    assert "2 panels of 5 frames of 32x24" in str(e.value) and "0.1 MiB" in str(e.value)
+    assert "0.1 MiB is free" in str(e.value) or "0.10 MiB is free" in str(e.value)
+    assert decoded == []
+    frames, rows = compare([("a", lazy), ("b", lazy)], latents, None, "cpu", free_bytes=10 ** 9)
+    assert torch.equal(frames[0, :, :, LABEL_STRIP:, :32], upsample(latents)[0])
+    assert rows[1]["psnr"] is None and decoded == list(range(5)) * 2
+
+
+@pytest.mark.parametrize("family", ["TAE192Decoder", "TemporalTAEDecoder"])
+def test_memoryless_and_windowed_decoders_give_in_pieces_what_they_give_whole(family):
+    # Compare decodes each clip as one stream in pieces; these decoders carry no memory between
+    # pieces (the engine then read memory[0] of an empty list) or need whole windows of 8 frames.
+    from taesdv_core import engine, fast_latent_decoders
+    torch.manual_seed(0)
+    decoder = getattr(fast_latent_decoders, family)().eval()
+    torch.nn.init.constant_(decoder.layers[-1].bias, 0.5)  # random init alone gives frames clamped to 0
+    latents = torch.randn(1, 40, decoder.latent_channels, 3, 4)  # 40 latent frames: several pieces
+    frames, rows = compare([("pieces", decode_fn(decoder))], latents, None, "cpu")
+    whole = engine.decode(decoder, latents)[0]
+    assert whole.std() > 0.01 and torch.equal(frames[0, :, :, -whole.shape[-2]:], whole)  # under the label
+    assert rows[0]["frames"] == 40
+
+
+WEIGHTS = "/work/shared/weights"
+MEDIA = "/work/shared/media/taesdv_test_video.gif"
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(WEIGHTS, "taef2_decoder.pth")) or not os.path.isfile(MEDIA),
+                    reason="real weights (../shared/weights/taef2_*.pth) or the real clip (../shared/media) absent")
+def test_quality_of_a_real_round_trip_matches_an_independent_computation():
+    # The FLUX.2 tiny autoencoder's round trip of the real clip, measured by compare() against the clip,
+    # and by scipy in float64 on whole arrays (Gaussian filter, sigma 1.5, 11 taps: truncate 3.5).
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    from taesdv_core.compare import load_decoder
+    from taesdv_core.engine import encode
+    from taesdv_core.loading import load_autoencoder
+    from taesdv_core.media import read_frames
+
+    frames, _ = read_frames(MEDIA, 8)
+    encoder = load_autoencoder(os.path.join(WEIGHTS, "taef2_encoder.pth"), torch.float32, torch.device("cpu")).encoder
+    decoder = load_decoder(os.path.join(WEIGHTS, "taef2_decoder.pth"), torch.device("cpu"))
+    latents = encode(encoder, frames[None])
+    _, rows = compare([("taef2", decode_fn(decoder))], latents, frames[None], "cpu")
+    decoded = engine_decode(decoder, latents)[0].double().numpy()
+    reference = frames.double().numpy()
+    mse = ((decoded - reference) ** 2).mean()
+
+    def blur(x):
+        return gaussian_filter(x, sigma=(0, 0, 1.5, 1.5), truncate=3.5)[..., 5:-5, 5:-5]
+
+    mu_a, mu_b = blur(decoded), blur(reference)
+    var_a, var_b = blur(decoded ** 2) - mu_a ** 2, blur(reference ** 2) - mu_b ** 2
+    cov = blur(decoded * reference) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim_map = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    flicker = np.abs(np.diff(decoded, axis=0)).mean() - np.abs(np.diff(reference, axis=0)).mean()
+    print(f"real round trip: PSNR {rows[0]['psnr']} dB, SSIM {rows[0]['ssim']}, flicker {rows[0]['flicker']}")
+    assert rows[0]["psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-3)
+    assert rows[0]["ssim"] == pytest.approx(ssim_map.mean(), abs=1e-4)
+    assert rows[0]["flicker"] == pytest.approx(flicker, abs=1e-5)
+    assert 12 < rows[0]["psnr"] < 30  # a real picture came through (README: about 19 dB on this dithered clip)

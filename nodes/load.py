@@ -43,7 +43,7 @@ class LoadTAESDV(io.ComfyNode):
                 io.Combo.Input("dtype", options=list(DTYPE_CHOICES), default="auto",
                                tooltip="Precision of the weights and compute; the IMAGE is float32 in [0, 1] either way. "
                                        "auto = what ComfyUI picks for VAEs on GPUs (fp16/bf16); on CPUs with native "
-                                       "bf16 (AMX or AVX512-BF16) bf16, 2-3x as fast as fp32 and ~50 dB from its "
+                                       "bf16 (AMX or AVX512-BF16) bf16, 2-3x as fast as fp32 and ~47 dB from its "
                                        "frames; fp32 on other CPUs, where bf16 is emulated and slow. fp32 is exact, "
                                        "tf32 lets CUDA convs use TF32."),
             ],

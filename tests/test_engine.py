@@ -42,7 +42,7 @@ def test_flop_count_matches_the_documented_figures():
 @pytest.mark.parametrize("frames,height,width", [(1, 4, 4), (2, 5, 3), (7, 9, 6), (12, 8, 8), (17, 3, 11)])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, None, 10_000])
 @pytest.mark.parametrize("frame_major", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_chunked_decode_equals_reference(models_by_dtype, state_dict, frames, height, width, chunk, frame_major, dtype,
                                          monkeypatch):
     set_frame_by_frame(monkeypatch, frame_major)
@@ -136,7 +136,7 @@ def test_several_clips_decode_independently(model, state_dict, frame_major, monk
 
 @pytest.mark.parametrize("pieces", [[1] * 9, [4, 5], [2, 1, 3, 3], [9]])
 @pytest.mark.parametrize("chunk", [1, 2, None])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_stream_in_pieces_equals_reference(models_by_dtype, state_dict, pieces, chunk, dtype):
     decoder = models_by_dtype[dtype].decoder
     latents = torch.randn(1, sum(pieces), 4, 6, 5, generator=torch.Generator().manual_seed(len(pieces)))
@@ -323,7 +323,7 @@ def deferred_transfer(monkeypatch, log):
 
 
 @pytest.mark.parametrize("layout", ["NTCHW", "NTHWC"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_copy_of_a_chunk_overlaps_the_next_chunk_and_the_frames_are_unchanged(state_dict, monkeypatch, layout, dtype):
     set_frame_by_frame(monkeypatch, False)  # copies to the host exist on GPUs, where a chunk runs as one batch
     model = model_from_state_dict(state_dict, dtype=dtype)

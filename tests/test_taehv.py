@@ -209,7 +209,7 @@ def test_output_frame_count_is_t_up_times_t_minus_trim(models, variant, t):
 
 @pytest.mark.parametrize("variant", ["wan2_1", "ltx", "hv1_5_super"])
 @pytest.mark.parametrize("frame_major", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_every_chunk_size_and_stream_split_gives_the_same_frames(models, sds, variant, frame_major, dtype, monkeypatch):
     set_frame_by_frame(monkeypatch, frame_major)
     decoder = copy.deepcopy(models[variant][1]).to(dtype)

@@ -174,7 +174,7 @@ def test_the_functional_reference_agrees_with_the_host(host_taesd):
 # --- taef2: the pools the host does not have ---------------------------------------------------
 
 @pytest.mark.parametrize("chunk", [1, 2, 5, None])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_taef2_decoder_equals_reference_with_pools(chunk, dtype):
     sd = random_file("taef2", "decoder", seed=11)
     assert sum(k.startswith(("3.pool.", "4.pool.", "5.pool.")) for k in sd) == 3 * 4

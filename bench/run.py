@@ -1,6 +1,12 @@
 """TAESDV benchmark: one command, a table on stdout, bench/results/results.json and chart.png.
 
-    .venv/bin/python bench/run.py [--quick] [--device cpu|cuda] [--dtype fp32|tf32|fp16|bf16] [--threads 2]
+    .venv/bin/python bench/run.py [--quick] [--device cpu|cuda] [--dtype fp32|tf32|fp16|bf16|auto] [--threads 2]
+    .venv/bin/python bench/run.py --only precision   # just the dtype auto rows (CPU)
+
+On CPUs it also prints the precision rows: TAESDV's auto decode in fp32 and in dtype auto (bf16
+on CPUs with native bf16) beside the reference-style fp32 baseline, their peak memory, and the
+whole `taesdv decode` process at --dtype fp32 and auto on the real FLUX.2 tiny decoder
+(../shared/weights) for 60 frames of 256 px, naming the CPU and whether its bf16 is native.
 
 On CUDA it first prints and writes the GPU rows (gpu_rows: 512 px, T=64, ms/frame and peak memory
 of the official-style baseline, auto with output kept on the GPU, auto with the default float32
@@ -16,9 +22,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -32,10 +40,18 @@ from baseline import baseline_decode  # noqa: E402
 from process_memory import peak_rss_bytes, reset_peak_rss  # noqa: E402
 from taesdv_core import DecodeStream, TAESDV, decode, encode  # noqa: E402
 import taesdv_core.engine as engine  # noqa: E402
+from taesdv_core.metrics import psnr  # noqa: E402
 from taesdv_core.model import TAESDVDecoder  # noqa: E402
+from taesdv_core.precision import auto_dtype, describe_cpu  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32}
+SHARED = os.path.join(ROOT, "..", "shared")
+
+
+def resolve_dtype(name, device):
+    """A DTYPES name, or "auto": what the loader and the CLI pick on this device (precision.py)."""
+    return auto_dtype(device) if name == "auto" else DTYPES[name]
 
 
 def one_batch(run):
@@ -97,6 +113,21 @@ def calibrate(device, dtype, size, repeats):
     return rows
 
 
+def round_robin(modes, device, repeats):
+    """Each mode once (warm-up; its output kept), then `repeats` rounds of every mode in turn, so
+    drift on a shared machine hits all modes alike. Returns (outputs, seconds per mode)."""
+    outputs = {name: fn() for name, fn in modes.items()}
+    times = {name: [] for name in modes}
+    for _ in range(repeats):
+        for name, fn in modes.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return outputs, times
+
+
 def decode_modes(model, device, dtype, latent, frames, repeats, quick):
     """Every mode on the same latents, run round-robin within each repeat so drift on a shared
     machine hits all modes alike; medians per mode."""
@@ -116,15 +147,7 @@ def decode_modes(model, device, dtype, latent, frames, repeats, quick):
     for c in ((1, 2, 4, 8) if not quick else (1, 4)):
         modes[f"chunked {c}"] = lambda c=c: decode(model.decoder, latents, chunk_frames=c, clamp=False)
     modes["streaming (1 frame per call)"] = stream_frames
-    outputs = {name: fn() for name, fn in modes.items()}  # warm-up, and the outputs to compare
-    times = {name: [] for name in modes}
-    for _ in range(repeats):
-        for name, fn in modes.items():
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
+    outputs, times = round_robin(modes, device, repeats)
     base_name = next(iter(modes))
     base_out = outputs[base_name].float().cpu()
     base_s = statistics.median(times[base_name])
@@ -216,6 +239,100 @@ def sd_vae_ratio(model, device, latent, frames, repeats):
             "taesdv_seconds_per_frame": tae_s / frames, "ratio": vae_s / tae_s, "sd_vae": what}
 
 
+# -- dtype auto against fp32 (CPU) ----------------------------------------------------------
+
+def precision_rows(device, latent, frames, repeats, threads):
+    """TAESDV's auto decode in fp32 and in dtype auto, beside the reference-style fp32 baseline,
+    on the same weights and latents, round-robin; PSNR of each against fp32's frames; peak
+    memory of each in a fresh process (T = frames)."""
+    fast = resolve_dtype("auto", device)
+    exact_model = make_model(device, torch.float32)
+    fast_model = make_model(device, fast)
+    latents = torch.randn(1, frames, 4, latent, latent, device=device)
+    modes = {"baseline (reference-style), fp32": lambda: baseline_decode(exact_model.decoder, latents).clamp(0, 1),
+             "auto, fp32": lambda: decode(exact_model.decoder, latents),
+             f"auto, dtype auto ({str(fast).split('.')[-1]})": lambda: decode(fast_model.decoder, latents)}
+    outputs, times = round_robin(modes, device, repeats)
+    base_s = statistics.median(times["baseline (reference-style), fp32"])
+    exact_s = statistics.median(times["auto, fp32"])
+    rows = []
+    for name, dtype in zip(modes, ("fp32", "fp32", "auto")):
+        seconds = statistics.median(times[name])
+        peak = memory_child_run("auto" if name.startswith("auto") else "baseline", frames, latent, str(device), dtype,
+                                threads)
+        rows.append({"mode": name, "seconds": seconds, "all_seconds": times[name], "latent": f"{latent}x{latent}",
+                     "frames": frames, "vs_baseline": base_s / seconds, "vs_fp32_auto": exact_s / seconds,
+                     "psnr_vs_fp32": psnr(outputs[name].float().cpu(), outputs["auto, fp32"].float().cpu()),
+                     "peak_bytes": peak.get("peak_bytes")})
+    return rows
+
+
+def cli_rows(repeats, frames=60):
+    """The whole `taesdv decode` process at --dtype fp32 and auto, alternating, on the real FLUX.2
+    tiny decoder: `frames` latent frames of the real clip (../shared/media, repeated) at 256 px.
+    Wall and CPU seconds (CPU: the child's user + system time, which other processes on the
+    machine move much less), and the PSNR of auto's frames against fp32's."""
+    weights = os.path.join(SHARED, "weights")
+    clip = os.path.join(SHARED, "media", "taesdv_test_video.gif")
+    if not (os.path.exists(os.path.join(weights, "taef2_decoder.pth")) and os.path.exists(clip)):
+        return [{"skipped": "needs ../shared/weights/taef2_*.pth and ../shared/media/taesdv_test_video.gif"}]
+    from safetensors.torch import load_file, save_file
+    from taesdv_core.loading import load_autoencoder
+    from taesdv_core.media import read_frames
+
+    frames_in, _ = read_frames(clip)
+    frames_in = frames_in.repeat(-(-frames // frames_in.shape[0]), 1, 1, 1)[:frames]
+    encoder = load_autoencoder(os.path.join(weights, "taef2_encoder.pth")).encoder
+    with tempfile.TemporaryDirectory() as tmp:
+        latents_path = os.path.join(tmp, "latents.safetensors")
+        save_file({"latents": encode(encoder, frames_in.unsqueeze(0)).contiguous()}, latents_path)
+        runs = {"fp32": [], "auto": []}
+        for _ in range(repeats):
+            for dtype in runs:
+                cmd = [sys.executable, "-m", "taesdv_core", "decode", latents_path, "-w",
+                       os.path.join(weights, "taef2_decoder.pth"), "-o", os.path.join(tmp, f"{dtype}.safetensors"),
+                       "--dtype", dtype, "--device", "cpu"]
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                start = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+                wall = time.perf_counter() - start
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                runs[dtype].append((wall, cpu))
+        exact = load_file(os.path.join(tmp, "fp32.safetensors"))["frames"]
+        fast = load_file(os.path.join(tmp, "auto.safetensors"))["frames"]
+    rows = []
+    for dtype, measured in runs.items():
+        wall = statistics.median(w for w, _ in measured)
+        cpu = statistics.median(c for _, c in measured)
+        rows.append({"dtype": dtype if dtype == "fp32" else f"auto ({str(auto_dtype('cpu')).split('.')[-1]})",
+                     "frames": frames, "pixels": 256, "wall_seconds": wall, "cpu_seconds": cpu,
+                     "all_runs": measured, "psnr_vs_fp32": psnr(fast if dtype == "auto" else exact, exact)})
+    for r in rows:
+        r["speedup_wall"] = rows[0]["wall_seconds"] / r["wall_seconds"]
+        r["speedup_cpu"] = rows[0]["cpu_seconds"] / r["cpu_seconds"]
+    return rows
+
+
+def print_precision(results):
+    print(f"\nprecision, {results['config']['cpu']}: dtype auto = {results['config']['auto_dtype']} here")
+    print(table(results["precision"], [
+        ("latent", lambda r: r["latent"]), ("mode", lambda r: r["mode"]), ("seconds", lambda r: f"{r['seconds']:.3f}"),
+        ("vs baseline", lambda r: f"{r['vs_baseline']:.2f}x"), ("vs fp32 auto", lambda r: f"{r['vs_fp32_auto']:.2f}x"),
+        ("PSNR vs fp32", lambda r: f"{r['psnr_vs_fp32']:.1f} dB"),
+        ("peak MiB", lambda r: f"{r['peak_bytes'] / 2**20:.0f}" if r["peak_bytes"] is not None else "error")]))
+    print(f"\nwhole process: taesdv decode, real FLUX.2 tiny decoder, {results['cli'][0].get('frames', 60)} frames "
+          "of 256 px (CPU s: the process's user + system time)")
+    if "skipped" in results["cli"][0]:
+        print("skipped:", results["cli"][0]["skipped"])
+        return
+    print(table(results["cli"], [
+        ("--dtype", lambda r: r["dtype"]), ("wall s", lambda r: f"{r['wall_seconds']:.2f}"),
+        ("CPU s", lambda r: f"{r['cpu_seconds']:.2f}"), ("x fp32 (wall)", lambda r: f"{r['speedup_wall']:.2f}x"),
+        ("x fp32 (CPU)", lambda r: f"{r['speedup_cpu']:.2f}x"),
+        ("PSNR vs fp32", lambda r: f"{r['psnr_vs_fp32']:.1f} dB")]))
+
+
 # -- the GPU rows ------------------------------------------------------------------------------
 
 def gpu_rows(model, device, dtype, latent=64, frames=64, repeats=3, sd_vae_frames=4):
@@ -280,8 +397,8 @@ def _measure(name, fn, device, repeats, frames):
 
 def memory_child(mode, frames, latent, device, dtype):
     dev = torch.device(device)
-    model = tf32_if(make_model(dev, DTYPES[dtype]), dtype)
-    latents = torch.randn(1, frames, 4, latent, latent, device=dev, dtype=DTYPES[dtype])
+    model = tf32_if(make_model(dev, resolve_dtype(dtype, dev)), dtype)
+    latents = torch.randn(1, frames, 4, latent, latent, device=dev, dtype=resolve_dtype(dtype, dev))
     decode(model.decoder, latents[:, :2], chunk_frames=2)  # warm the allocator and kernels
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -310,17 +427,18 @@ def memory_child(mode, frames, latent, device, dtype):
 
 
 def memory_sweep(device, dtype, latent, lengths, threads):
-    rows = []
-    for mode in ("baseline", "parallel-batched", "parallel", "auto", "streaming"):
-        for frames in lengths:
-            cmd = [sys.executable, __file__, "--memory-child", mode, str(frames), str(latent), "--device", device,
-                   "--dtype", dtype, "--threads", str(threads)]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                rows.append({"mode": mode, "frames": frames, "error": result.stderr.strip().splitlines()[-1][:200]})
-                continue
-            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    return rows
+    return [memory_child_run(mode, frames, latent, device, dtype, threads)
+            for mode in ("baseline", "parallel-batched", "parallel", "auto", "streaming") for frames in lengths]
+
+
+def memory_child_run(mode, frames, latent, device, dtype, threads):
+    """memory_child in a fresh process: {"mode", "frames", "peak_bytes"} or {..., "error"}."""
+    cmd = [sys.executable, __file__, "--memory-child", mode, str(frames), str(latent), "--device", device,
+           "--dtype", dtype, "--threads", str(threads)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"mode": mode, "frames": frames, "error": result.stderr.strip().splitlines()[-1][:200]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -376,9 +494,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    parser.add_argument("--dtype", default="fp32", choices=[*DTYPES, "auto"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--only", choices=["precision"], help="precision: only the dtype auto rows (CPU)")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODE", "FRAMES", "LATENT"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -386,16 +505,24 @@ def main():
         mode, frames, latent = args.memory_child
         return memory_child(mode, int(frames), int(latent), args.device, args.dtype)
 
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, dtype = torch.device(args.device), resolve_dtype(args.dtype, torch.device(args.device))
     repeats = 2 if args.quick else 3
-    model = tf32_if(make_model(device, dtype), args.dtype)
     config = {"device": str(device), "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__,
-              "cpu": platform.processor() or platform.machine(), "quick": args.quick}
+              "cpu": describe_cpu() if device.type == "cpu" else platform.processor() or platform.machine(),
+              "auto_dtype": str(auto_dtype(device)).split(".")[-1], "quick": args.quick}
     if device.type == "cuda":
         config["gpu"] = torch.cuda.get_device_name()
     print(f"TAESDV benchmark: {config}")
 
     results = {"config": config}
+    if device.type == "cpu":
+        results["precision"] = precision_rows(device, 32, 16, repeats, args.threads)
+        results["cli"] = cli_rows(repeats)
+        print_precision(results)
+    if args.only == "precision":
+        write_json(results, args.out, f"precision-{device.type}" + ("-quick" if args.quick else ""))
+        return
+    model = tf32_if(make_model(device, dtype), args.dtype)
     if device.type == "cuda":
         results["gpu"] = gpu_rows(model, device, dtype, latent=64, frames=16 if args.quick else 64,
                                   repeats=repeats)
@@ -444,12 +571,17 @@ def main():
                                for r in results["memory"] if r["mode"] == m}} for m in modes]
     print(table(mem_rows, [("mode", lambda r: r["mode"])] + [(f"T={t}", lambda r, t=t: r.get(str(t), "")) for t in lengths]))
 
-    os.makedirs(args.out, exist_ok=True)
     tag = f"{device.type}-{args.dtype}" + ("-quick" if args.quick else "")
-    with open(os.path.join(args.out, f"results-{tag}.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(results, args.out, f"results-{tag}")
     chart(results, os.path.join(args.out, f"chart-{tag}.png"))
-    print(f"\nwrote {args.out}/results-{tag}.json and chart-{tag}.png")
+    print(f"wrote {args.out}/chart-{tag}.png")
+
+
+def write_json(results, out, name):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nwrote {out}/{name}.json")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
     .venv/bin/python bench/taehv.py [--quick] [--threads 2]
 
 A Wan-shaped clip: 16 latent channels, 13 latent frames of 30x52 -> 49 frames of 240x416,
-random weights of the official taew2_1 layout, CPU fp32. Modes:
-- auto:          taesdv_core.engine.decode(decoder, latents) (chunk length chosen by the engine)
+random weights of the official taew2_1 layout, CPU. Modes:
+- auto:          taesdv_core.engine.decode(decoder, latents) (chunk length chosen by the engine), fp32
+- auto-dtype:    the same with the decoder in dtype auto: bf16 on CPUs with native bf16, else fp32
+                 (taesdv_core/precision.py; the header names the CPU and what auto is there)
 - host-sequential: comfy/taesd/taehv.py TAEHV(parallel=False), what ComfyUI's VAE runs by default
 - host-parallel:   the same with parallel=True (all frames at once)
 Times are medians of 3 runs taken round-robin (mode A, B, C, A, B, C, ...) after a warm-up, so
@@ -36,10 +38,11 @@ for p in (ROOT, os.path.join(ROOT, "tests"), HOST):
 from process_memory import peak_rss_bytes, reset_peak_rss  # noqa: E402
 from reference_taehv import random_state_dict  # noqa: E402  (random weights, official layout)
 from taesdv_core.engine import decode  # noqa: E402
+from taesdv_core.precision import auto_dtype, describe_cpu  # noqa: E402
 from taesdv_core.taehv import taehv_from_state_dict  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "taehv-cpu-fp32.json")
-MODES = ("auto", "host-sequential", "host-parallel")
+MODES = ("auto", "auto-dtype", "host-sequential", "host-parallel")
 # glibc returns blocks over 1 MiB to the system when freed. Its default threshold grows with the
 # sizes freed (up to 32 MiB), after which freed memory stays resident and is reused: the same
 # decode then reads anywhere from 150 to 400 MiB in either mode, depending on what the warm-up
@@ -76,7 +79,9 @@ def make_runners(sd):
                 return host.decode(latents.movedim(1, 2)).movedim(1, 2).clamp(0, 1)
         return run
 
+    fast_decoder = taehv_from_state_dict(sd)[1].to(auto_dtype("cpu")).eval().requires_grad_(False)
     return {"auto": lambda latents: decode(decoder, latents),
+            "auto-dtype": lambda latents: decode(fast_decoder, latents),
             "host-sequential": run_host(False), "host-parallel": run_host(True)}
 
 
@@ -120,7 +125,7 @@ def print_timing(medians, all_times, cpu, errors):
         runs = ", ".join(f"{x:.2f}" for x in all_times[mode])
         print(f"{mode:16} {medians[mode]:9.2f}  {runs:24} {fastest_host / medians[mode]:14.2f}  "
               f"{cpu[mode]:12.2f} {fastest_host_cpu / cpu[mode]:8.2f}  {errors[mode]:15.1e}", flush=True)
-    return fastest_host / medians["auto"], fastest_host_cpu / cpu["auto"]
+    return {mode: (fastest_host / medians[mode], fastest_host_cpu / cpu[mode]) for mode in ("auto", "auto-dtype")}
 
 
 def memory_child(mode, t, h, w):
@@ -187,15 +192,16 @@ def main():
     lengths = (3, 5, 9) if args.quick else (13, 25, 49)
     sd = random_state_dict("wan2_1", seed=0)
     print(f"TAEHV decode, Wan 2.1 layout, {t} latent frames of {h}x{w} -> {4 * t - 3} frames of "
-          f"{8 * h}x{8 * w}, CPU fp32, {args.threads} threads, torch {torch.__version__}", flush=True)
+          f"{8 * h}x{8 * w}, {describe_cpu()}, dtype auto = {auto_dtype('cpu')}, torch {torch.__version__}",
+          flush=True)
     medians, all_times, errors, shape, cpu = timing(sd, t, h, w, args.repeats)
-    speedup, cpu_speedup = print_timing(medians, all_times, cpu, errors)
+    speedups = print_timing(medians, all_times, cpu, errors)
     print("the same, in a process whose allocator keeps freed memory (no fresh page faults):", flush=True)
     cmd = [sys.executable, __file__, "--timing-child", str(t), str(h), str(w),
            "--threads", str(args.threads), "--repeats", str(args.repeats)]
     child = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **KEEP_MEMORY_ENV}, check=True)
     keep_memory = json.loads(child.stdout.strip().splitlines()[-1])
-    keep_speedup, _ = print_timing(keep_memory["median_seconds"], keep_memory["all_seconds"],
+    keep_speedups = print_timing(keep_memory["median_seconds"], keep_memory["all_seconds"],
                                    keep_memory["median_cpu_seconds"], keep_memory["rel_err_vs_host_sequential"])
     print("peak memory (fresh process each), MiB: total / above the output", flush=True)
     memory = memory_sweep(lengths, h, w, args.threads)
@@ -208,12 +214,14 @@ def main():
                          if "peak_bytes" in row else ("skipped" if "skipped" in row else "error"))
         print(f"{mode:16} " + " ".join(f"{c:>16}" for c in cells))
     result = {
-        "clip": {"latent": [1, t, 16, h, w], "frames": list(shape)}, "device": "cpu", "dtype": "fp32",
+        "clip": {"latent": [1, t, 16, h, w], "frames": list(shape)}, "device": "cpu", "cpu": describe_cpu(),
+        "dtype": "fp32", "auto_dtype": str(auto_dtype("cpu")),
         "threads": args.threads, "torch": torch.__version__, "repeats": args.repeats, "quick": args.quick,
         "median_seconds": medians, "all_seconds": all_times, "rel_err_vs_host_sequential": errors,
-        "speedup_vs_fastest_host": speedup, "median_cpu_seconds": cpu,
-        "cpu_speedup_vs_fastest_host": cpu_speedup, "memory": memory,
-        "allocator_keeps_memory": {**keep_memory, "env": KEEP_MEMORY_ENV, "speedup_vs_fastest_host": keep_speedup},
+        "speedup_vs_fastest_host": {m: wall for m, (wall, _) in speedups.items()}, "median_cpu_seconds": cpu,
+        "cpu_speedup_vs_fastest_host": {m: cpu_s for m, (_, cpu_s) in speedups.items()}, "memory": memory,
+        "allocator_keeps_memory": {**keep_memory, "env": KEEP_MEMORY_ENV,
+                                   "speedup_vs_fastest_host": {m: wall for m, (wall, _) in keep_speedups.items()}},
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     path = RESULTS.replace(".json", "-quick.json") if args.quick else RESULTS

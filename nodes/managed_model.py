@@ -18,6 +18,7 @@ import comfy.utils
 from ..taesdv_core import engine
 from ..taesdv_core.checkpoint import DTYPES
 from ..taesdv_core.errors import InputError
+from ..taesdv_core.precision import auto_dtype
 from ..taesdv_core.streams import StreamStore
 from . import latent_spaces
 
@@ -55,8 +56,9 @@ class ManagedAutoencoder:
         self.description = getattr(model, "description", name)
         self.load_device = mm.vae_device()
         self.offload_device = mm.vae_offload_device()
-        if dtype == "auto":
-            self.dtype = mm.vae_dtype(self.load_device, allowed_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+        if dtype == "auto":  # on GPUs ComfyUI's choice for VAEs; on CPUs bf16 where native (precision.py)
+            self.dtype = auto_dtype(self.load_device, mm.vae_dtype(
+                self.load_device, allowed_dtypes=[torch.float16, torch.bfloat16, torch.float32]))
         else:
             self.dtype = DTYPES[dtype]
         self.model = model.to(device=self.offload_device, dtype=self.dtype).eval().requires_grad_(False)
@@ -95,7 +97,7 @@ class ManagedAutoencoder:
         previewer, the few-MB copies are moved there directly instead of through load_models_gpu.
         """
         decoder = self.decoder
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        dtype = auto_dtype(device)  # previews are glanced at: the fast precision, whatever the loader's
         key = (str(device), dtype)
         if key not in self._preview_decoders:
             full = copy.deepcopy(decoder).to(device=device, dtype=dtype)

@@ -30,6 +30,7 @@ from .families import where_to_get
 from .keyframes import check_keyframe_decoder, expand_keyframes, expanded_length
 from .loading import comfy_latent_to_input, load_autoencoder
 from .media import FrameWriter, crop_to_encoder, output_kind, read_frames, read_latents
+from .precision import auto_dtype
 
 KEYFRAMES = ("off", "repeat", "blend")
 
@@ -48,7 +49,7 @@ def _device(name: str) -> torch.device:
 
 def _dtype(name: str, device: torch.device) -> torch.dtype | str:
     if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        return auto_dtype(device)
     return name  # a DTYPES name: "tf32" loads fp32 weights that may use TF32
 
 
@@ -199,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a tiny autoencoder file (.pth or .safetensors), recognised by its tensors: TAESDV "
                             f"({OFFICIAL_URL}), TAEHV (taew2_1, taehv, ...), image TAESD (taesd_decoder, ...), TAE-192")
         p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
-                       help="weights and compute precision (default auto: fp16 on CUDA, fp32 otherwise; fp32 is exact, tf32 lets CUDA convs use TF32)")
+                       help="weights and compute precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX or "
+                            "AVX512-BF16), fp32 otherwise; fp32 is exact, tf32 lets CUDA convs use TF32); frames are float32 either way")
         p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps")
         p.add_argument("--chunk", type=int, default=None, metavar="N",
                        help="frames per chunk; never changes the frames, only speed and memory (default: automatic)")

@@ -66,3 +66,22 @@ def set_frame_by_frame(monkeypatch, on: bool) -> None:
 
     monkeypatch.setattr(engine, "runs_frame_by_frame", lambda device: on)
     monkeypatch.setattr(layers, "runs_frame_by_frame", lambda device: on)
+
+
+# How far a chunked or streamed decode may be from the frames it must give, relative to their
+# largest value: in fp32 the reference's; in bf16 the bf16 parallel decode's (equal bit for bit
+# on the CPUs measured; the margin is for kernels chosen by batch size, far below a wrong frame).
+SAME_FRAMES = {torch.float32: 1e-5, torch.bfloat16: 5e-3}
+
+
+def frames_to_match(dtype, decoder, latents, reference):
+    """What every chunking and stream split must decode `latents` to: the fp32 reference in fp32;
+    in bf16, the bf16 decoder's parallel decode, itself checked near the reference (bf16 holds
+    ~3 significant digits: 1-2% apart on random weights)."""
+    from taesdv_core import decode
+
+    if dtype == torch.float32:
+        return reference
+    parallel = decode(decoder, latents, chunk_frames=latents.shape[1], clamp=False)
+    assert ((parallel - reference).abs().max() / reference.abs().max()).item() < 0.05
+    return parallel

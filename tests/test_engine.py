@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import set_frame_by_frame
+from helpers import SAME_FRAMES, frames_to_match, set_frame_by_frame
 from reference_taesdv import official_layout_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, InputError, TAESDV, decode, encode, model_from_state_dict
 from taesdv_core.engine import ACCELERATOR_CHUNK_FRAMES, auto_chunk_frames
@@ -19,6 +19,11 @@ def rel_err(a, b):
 @pytest.fixture(scope="module")
 def model(state_dict):
     return model_from_state_dict(state_dict)
+
+
+@pytest.fixture(scope="module")
+def models_by_dtype(state_dict, model):
+    return {torch.float32: model, torch.bfloat16: model_from_state_dict(state_dict, dtype=torch.bfloat16)}
 
 
 def test_model_has_the_official_layout():
@@ -37,13 +42,16 @@ def test_flop_count_matches_the_documented_figures():
 @pytest.mark.parametrize("frames,height,width", [(1, 4, 4), (2, 5, 3), (7, 9, 6), (12, 8, 8), (17, 3, 11)])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, None, 10_000])
 @pytest.mark.parametrize("frame_major", [False, True])
-def test_chunked_decode_equals_reference(model, state_dict, frames, height, width, chunk, frame_major, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_chunked_decode_equals_reference(models_by_dtype, state_dict, frames, height, width, chunk, frame_major, dtype,
+                                         monkeypatch):
     set_frame_by_frame(monkeypatch, frame_major)
+    decoder = models_by_dtype[dtype].decoder
     latents = torch.randn(1, frames, 4, height, width, generator=torch.Generator().manual_seed(frames * 31 + height))
-    expected = reference_decode(state_dict, latents)
-    got = decode(model.decoder, latents, chunk_frames=chunk, clamp=False)
-    assert got.shape == (1, frames, 3, height * 8, width * 8)
-    assert rel_err(got, expected) < 1e-5
+    expected = frames_to_match(dtype, decoder, latents, reference_decode(state_dict, latents))
+    got = decode(decoder, latents, chunk_frames=chunk, clamp=False)
+    assert got.shape == (1, frames, 3, height * 8, width * 8) and got.dtype == torch.float32
+    assert rel_err(got, expected) < SAME_FRAMES[dtype]
 
 
 def test_unfused_path_used_on_gpus_equals_reference(model, state_dict, monkeypatch):
@@ -128,15 +136,18 @@ def test_several_clips_decode_independently(model, state_dict, frame_major, monk
 
 @pytest.mark.parametrize("pieces", [[1] * 9, [4, 5], [2, 1, 3, 3], [9]])
 @pytest.mark.parametrize("chunk", [1, 2, None])
-def test_stream_in_pieces_equals_reference(model, state_dict, pieces, chunk):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_stream_in_pieces_equals_reference(models_by_dtype, state_dict, pieces, chunk, dtype):
+    decoder = models_by_dtype[dtype].decoder
     latents = torch.randn(1, sum(pieces), 4, 6, 5, generator=torch.Generator().manual_seed(len(pieces)))
-    stream = DecodeStream(model.decoder)
+    expected = frames_to_match(dtype, decoder, latents, reference_decode(state_dict, latents))
+    stream = DecodeStream(decoder)
     outs, start = [], 0
     for n in pieces:
         outs.append(stream.decode(latents[:, start:start + n], chunk_frames=chunk, clamp=False))
         start += n
     assert stream.frames_decoded == sum(pieces)
-    assert rel_err(torch.cat(outs, 1), reference_decode(state_dict, latents)) < 1e-5
+    assert rel_err(torch.cat(outs, 1), expected) < SAME_FRAMES[dtype]
 
 
 def test_tchw_input_gives_tchw_output_and_clamped_frames(model):
@@ -312,7 +323,7 @@ def deferred_transfer(monkeypatch, log):
 
 
 @pytest.mark.parametrize("layout", ["NTCHW", "NTHWC"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_copy_of_a_chunk_overlaps_the_next_chunk_and_the_frames_are_unchanged(state_dict, monkeypatch, layout, dtype):
     set_frame_by_frame(monkeypatch, False)  # copies to the host exist on GPUs, where a chunk runs as one batch
     model = model_from_state_dict(state_dict, dtype=dtype)

@@ -2,13 +2,14 @@
 TAEHV (comfy/taesd/taehv.py, for the layouts it has) and like the independent functional
 reference (tests/reference_taehv.py, for all); every chunking and stream split gives the same
 frames; the loader tells variants apart from tensors and refuses what fits none."""
+import copy
 import sys
 
 import pytest
 import torch
 
 from comfy_host import COMFYUI as HOST  # the host under test (TAESDV_TEST_HOST)
-from helpers import set_frame_by_frame
+from helpers import SAME_FRAMES, frames_to_match, set_frame_by_frame
 from reference_taehv import VARIANTS, layout, random_state_dict, reference_decode, reference_encode
 from taesdv_core import DecodeStream, decode, encode
 from taesdv_core.family import LatentSpace, NoMatch
@@ -208,19 +209,20 @@ def test_output_frame_count_is_t_up_times_t_minus_trim(models, variant, t):
 
 @pytest.mark.parametrize("variant", ["wan2_1", "ltx", "hv1_5_super"])
 @pytest.mark.parametrize("frame_major", [False, True])
-def test_every_chunk_size_and_stream_split_gives_the_same_frames(models, sds, variant, frame_major, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_every_chunk_size_and_stream_split_gives_the_same_frames(models, sds, variant, frame_major, dtype, monkeypatch):
     set_frame_by_frame(monkeypatch, frame_major)
-    decoder = models[variant][1]
+    decoder = copy.deepcopy(models[variant][1]).to(dtype)
     t = 5 if variant == "wan2_1" else 3
     latents = latents_for(variant, t, 3, 2, seed=7)
-    expected = reference_decode(sds[variant], latents)
+    expected = frames_to_match(dtype, decoder, latents, reference_decode(sds[variant], latents))
     for chunk in range(1, t + 1):
-        assert rel_err(decode(decoder, latents, chunk_frames=chunk, clamp=False), expected) < 1e-5, chunk
+        assert rel_err(decode(decoder, latents, chunk_frames=chunk, clamp=False), expected) < SAME_FRAMES[dtype], chunk
     for split in range(1, t):
         stream = DecodeStream(decoder)
         pieces = [stream.decode(latents[:, :split], clamp=False), stream.decode(latents[:, split:], chunk_frames=1, clamp=False)]
         assert pieces[0].shape[1] == decoder.time_scale * split - decoder.frames_to_trim
-        assert rel_err(torch.cat(pieces, 1), expected) < 1e-5, split
+        assert rel_err(torch.cat(pieces, 1), expected) < SAME_FRAMES[dtype], split
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 5), (7, 3)])

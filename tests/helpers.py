@@ -1,5 +1,7 @@
 """Small helpers shared by the test modules (test modules never import each other)."""
 import os
+import subprocess
+import sys
 import uuid
 
 import torch
@@ -85,3 +87,13 @@ def frames_to_match(dtype, decoder, latents, reference):
     parallel = decode(decoder, latents, chunk_frames=latents.shape[1], clamp=False)
     assert ((parallel - reference).abs().max() / reference.abs().max()).item() < 0.05
     return parallel
+
+
+def cli(*args, timeout=600):
+    """`taesdv ARGS` in a fresh process; decode, encode and roundtrip in exact fp32 unless ARGS name
+    a --dtype (auto is bf16 on CPUs with native bf16, and the tests compare with fp32 at 1e-5)."""
+    args = [str(a) for a in args]
+    if args[0] in ("decode", "encode", "roundtrip") and "--dtype" not in args:
+        args += ["--dtype", "fp32"]
+    return subprocess.run([sys.executable, "-m", "taesdv_core", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)

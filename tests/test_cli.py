@@ -11,22 +11,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import reference_taehv
-from helpers import random_image_taesd
+from helpers import cli, random_image_taesd
 from reference_taesdv import reference_decode, reference_encode
 from taesdv_core import decode
 from taesdv_core.keyframes import expand_keyframes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args):
-    """`taesdv ARGS` in a fresh process; decode, encode and roundtrip in exact fp32 unless ARGS name
-    a --dtype (auto is bf16 on CPUs with native bf16, and these tests compare with fp32 at 1e-5)."""
-    args = [str(a) for a in args]
-    if args[0] in ("decode", "encode", "roundtrip") and "--dtype" not in args:
-        args += ["--dtype", "fp32"]
-    return subprocess.run([sys.executable, "-m", "taesdv_core", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

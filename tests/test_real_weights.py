@@ -12,8 +12,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ from scipy.ndimage import gaussian_filter
 
 import graphs
 import reference_taesd
-from helpers import saved, unique
+from helpers import cli, saved, unique
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("TAESDV_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
@@ -40,11 +38,6 @@ missing = [p for p in (ENCODER, DECODER, CLIP) if not os.path.isfile(p)]
 pytestmark = pytest.mark.skipif(bool(missing), reason=f"real weights or footage absent: {', '.join(missing)} "
                                                       "(the official taef2 files and the TAESDV test clip; see "
                                                       "../shared/weights/README.md)")
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "taesdv_core", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
 
 
 def psnr(a, b):

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import uuid
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -97,3 +98,18 @@ def cli(*args, timeout=600):
         args += ["--dtype", "fp32"]
     return subprocess.run([sys.executable, "-m", "taesdv_core", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def pip_install_apart(target, *requirements, timeout=900) -> str:
+    """Installs `requirements` with `pip --target` into the folder `target` (used through
+    PYTHONPATH only, so the venv never sees them), under the venv's constraints; skips the test
+    with pip's last line when that fails (no package index reachable?). Returns the folder."""
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(target), *requirements]
+    constraints = os.path.join(ROOT, ".host", "constraints.txt")
+    if os.path.exists(constraints):
+        cmd[5:5] = ["-c", constraints]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        pytest.skip(f"`pip install --target ... {' '.join(requirements)}` failed (no package index reachable?): "
+                    f"{(r.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return str(target)

@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 
 from comfy_host import COMFYUI, ROOT, ComfyHost, free_port, pack_load_problems
+from helpers import pip_install_apart
 
 
 def host_manager_pin() -> str:
@@ -32,23 +33,10 @@ MANAGER = host_manager_pin()
 OFFICIAL_URL = "https://github.com/madebyollin/taesdv/raw/main/taesdv.pth"
 
 
-def manager_site(tmp) -> str:
-    """A folder holding comfyui-manager and cm-cli."""
-    constraints = os.path.join(ROOT, ".host", "constraints.txt")
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(tmp), MANAGER]
-    if os.path.exists(constraints):
-        cmd[5:5] = ["-c", constraints]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        pytest.skip(f"`pip install --target ... {MANAGER}` failed (no package index reachable?): "
-                    f"{(r.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return str(tmp)
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("manager")
-    site = manager_site(tmp / "site")
+    site = pip_install_apart(tmp / "site", MANAGER)  # comfyui-manager and cm-cli
     # The repository as a Manager user gets it: a git URL with a host part (cm-cli refuses file://).
     served = tmp / "served"
     served.mkdir()

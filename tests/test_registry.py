@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from comfy_host import ROOT
+from helpers import pip_install_apart
 
 COMFY_CLI = "comfy-cli"
 
@@ -20,15 +21,7 @@ COMFY_CLI = "comfy-cli"
 @pytest.fixture(scope="module")
 def comfy_cli(tmp_path_factory):
     """validate(folder) -> (exit code, output) of `comfy node validate` run in that folder."""
-    site = tmp_path_factory.mktemp("comfy-cli")
-    constraints = os.path.join(ROOT, ".host", "constraints.txt")
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(site), COMFY_CLI, "ruff"]
-    if os.path.exists(constraints):
-        cmd[5:5] = ["-c", constraints]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        pytest.skip(f"`pip install --target ... {COMFY_CLI}` failed (no package index reachable?): "
-                    f"{(r.stderr.strip().splitlines() or ['no output'])[-1]}")
+    site = pip_install_apart(tmp_path_factory.mktemp("comfy-cli"), COMFY_CLI, "ruff")
     home = tmp_path_factory.mktemp("home")  # comfy-cli writes its config and tracking consent there
 
     def validate(folder) -> tuple[int, str]:

@@ -3,7 +3,8 @@
 // "nodeOutput"), not from a `$$canvas-image-preview` widget, so taking that widget off does not
 // reach it.
 //
-// The one place this pack reaches frontend internals: no extension API offers the stores. Where
+// One of the two places this pack reaches frontend internals (the other: taesdv_templates.js):
+// no extension API offers the stores. Where
 // they are missing or renamed, the still shows under the clip, as before; nothing breaks.
 import { app } from "../../scripts/app.js";
 

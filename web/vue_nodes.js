@@ -4,8 +4,8 @@
 // reach it.
 //
 // One of the two places this pack reaches frontend internals (the other: taesdv_templates.js):
-// no extension API offers the stores. Where
-// they are missing or renamed, the still shows under the clip, as before; nothing breaks.
+// no extension API offers the stores. Where they are missing or renamed, the still shows under
+// the clip, as before; nothing breaks.
 import { app } from "../../scripts/app.js";
 
 const VUE_NODES_SETTING = "Comfy.VueNodes.Enabled";

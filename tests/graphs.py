@@ -107,3 +107,10 @@ def wan_sampling_graph(taehv_name, width=64, height=48, length=13, steps=3, dim=
         "15": save_tensor("wan_sampled", samples="13"),
     }
     return with_preview(g, preview, default_fps=16.0)
+
+
+def sampler_progress(run, sampler="13") -> list[int]:
+    """The step numbers the sampler's progress messages reported. ComfyUI 0.33 sends the first and
+    the last step always and those between at most one per 100 ms (comfy.utils.ProgressBar);
+    0.3.75 sends every step."""
+    return [p["value"] for p in run.of_type("progress") if p["node"] == sampler]

@@ -64,14 +64,14 @@ def test_the_cli_decodes_a_new_familys_file_in_its_latent_space(tmp_path, with_t
     latents = torch.randn(1, 2, 6, 3, 3, generator=torch.Generator().manual_seed(2))
     save_file({"latents": latents}, str(tmp_path / "l.safetensors"))
     assert cli_main(["decode", str(tmp_path / "l.safetensors"), "-w", path, "-o", str(tmp_path / "f.safetensors"),
-                     "--device", "cpu"]) == 0
+                     "--device", "cpu", "--dtype", "fp32"]) == 0  # exact: auto is bf16 on CPUs with native bf16
     frames = load_file(str(tmp_path / "f.safetensors"))["frames"]
     assert torch.allclose(frames[0], toy_reference(sd, latents[0]).clamp(0, 1), atol=1e-5)
     # a ComfyUI .latent (Save Latent) is mapped with the record's scale and shift
     save_file({"latent_tensor": latents[0], "latent_format_version_0": torch.tensor([])},  # frames as the batch
               str(tmp_path / "l.latent"))
     assert cli_main(["decode", str(tmp_path / "l.latent"), "-w", path, "-o", str(tmp_path / "g.safetensors"),
-                     "--device", "cpu"]) == 0
+                     "--device", "cpu", "--dtype", "fp32"]) == 0
     mapped = (latents[0] - 0.5) * 2.0
     got = load_file(str(tmp_path / "g.safetensors"))["frames"]
     assert torch.allclose(got[0], toy_reference(sd, mapped).clamp(0, 1), atol=1e-5)

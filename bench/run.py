@@ -133,7 +133,7 @@ def decode_modes(model, device, dtype, latent, frames, repeats, quick):
     machine hits all modes alike; medians per mode."""
     latents = torch.randn(1, frames, 4, latent, latent, device=device, dtype=dtype)
     px = latent * 8
-    flops = frames * TAESDVDecoder.flops_per_frame(px, px)
+    flops = frames * TAESDVDecoder().flops_per_frame(px, px)
 
     def stream_frames():
         stream = DecodeStream(model.decoder)

@@ -264,7 +264,7 @@ def stream_in_pieces(decoder, latents: torch.Tensor, decode_piece: Callable[[tor
     windows for windowed decoders), at most the device's preferred chunk each."""
     stream = DecodeStream(decoder)
     n, t, _, h, w = latents.shape
-    multiple = getattr(decoder, "chunk_multiple", 1)
+    multiple = decoder.chunk_multiple
     step = min(-(-t // PIECES), preferred_chunk_frames(device))
     step = -(-step // multiple) * multiple
     scale = decoder.spatial_scale

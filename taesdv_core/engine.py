@@ -348,7 +348,7 @@ class DecodeStream:
 
         with torch.inference_mode(), fp32_precision(decoder):
             try:
-                multiple = getattr(decoder, "chunk_multiple", 1)  # windowed decoders: whole windows only
+                multiple = decoder.chunk_multiple  # windowed decoders: whole windows only
                 chunk = max(1, int(chunk_frames))
                 run_in_chunks(t, -(-chunk // multiple) * multiple, work, device, progress, multiple=multiple)
                 sink.flush()
@@ -366,7 +366,7 @@ class DecodeStream:
         whole chunk at once, or one latent frame at a time where that is faster (CPUs), so that
         a step's frames go to the output before the next step needs the memory they held."""
         forward = self.decoder.forward_chunk
-        windowed = getattr(self.decoder, "chunk_multiple", 1) > 1  # frames of a window see each other
+        windowed = self.decoder.chunk_multiple > 1  # frames of a window see each other
         if windowed or not runs_frame_by_frame(latents.device) or latents.shape[1] == 1:
             yield forward(latents, memory)
             return

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from .errors import CheckpointError
 from .family import Family, LatentSpace, Match, NoMatch, StateDict, TinyAutoencoder, load_strict, tensor_shape
-from .layers import Block, ChunkDecoder, UpsampledConv, conv
+from .fused_ops import fast_path
+from .layers import Block, ChunkDecoder, conv
 
 WIDTH = 192
 LATENT_CHANNELS = 4
@@ -45,8 +46,6 @@ def _tiny_layers(num_blocks: tuple[int, ...], upsample_mode: str) -> nn.Sequenti
         layers += [Block(n, n) for _ in range(blocks)]
         if last:
             layers.append(conv(n, 3))
-        elif upsample_mode == "nearest":  # same keys: the pair as Identity, UpsampledConv
-            layers += [nn.Identity(), UpsampledConv(n, n, bias=False)]
         else:
             layers += [nn.Upsample(scale_factor=2, mode=upsample_mode), conv(n, n, bias=False)]
     return nn.Sequential(*layers)
@@ -75,7 +74,9 @@ class TAE192Decoder(ChunkDecoder):
         """latents (N, T, 4, h, w) -> (frames (N, T, 3, 8h, 8w), [] : no memory)."""
         n, t = latents.shape[:2]
         x = _clamp(latents.reshape(n * t, *latents.shape[2:])).contiguous(memory_format=torch.channels_last)
-        x = self.layers(x).mul(2).sub(1)
+        for layer in fast_path(self.layers):
+            x = layer(x)
+        x = x.mul(2).sub(1)
         return x.reshape(n, t, *x.shape[1:]), []
 
     @staticmethod
@@ -221,13 +222,13 @@ class TemporalTAEDecoder(ChunkDecoder):
         """latents (N, T, 4, h, w), starting at a window boundary -> (frames (N, T, 3, 8h, 8w), [])."""
         n, t = latents.shape[:2]
         x = _clamp(latents.reshape(n * t, *latents.shape[2:]))
-        for layer in self.layers[:self.MID_AFTER + 1]:
+        for layer in fast_path(self.layers[:self.MID_AFTER + 1]):
             x = layer(x)
         x = x.reshape(n, t, *x.shape[1:])
         mixed = [self.mid_block(x[:, s:s + self.window].flatten(0, 1), min(self.window, t - s))
                  .unflatten(0, (n, min(self.window, t - s))) for s in range(0, t, self.window)]
         x = torch.cat(mixed, 1).flatten(0, 1)
-        for layer in self.layers[self.MID_AFTER + 1:]:
+        for layer in fast_path(self.layers[self.MID_AFTER + 1:]):
             x = layer(x)
         x = x.mul(2).sub(1)
         return x.reshape(n, t, *x.shape[1:]), []

@@ -1,6 +1,10 @@
 """The CPU speed path, in one place: oneDNN kernels that fuse a conv with its add and ReLU,
 and the 3x3 conv after a nearest 2x upsampling run at the lower resolution.
 
+`fast_path(layers)` applies it to a model: the models list their layers as the papers do
+(`conv, ReLU`, `Upsample(2), conv`), and it finds those patterns and returns callables that
+compute the same with the kernels below. Blocks call `conv_relu` / `conv_add_relu` themselves.
+
 On CPUs (fp32/bf16, channels_last tensors) `torch.ops.mkldnn._convolution_pointwise` runs
 conv+ReLU and conv+add+ReLU in one pass, about 25% faster than a conv followed by separate
 element-wise passes (bench/). `upsampled_conv` computes conv(upsample(x)) as four 2x2 convs on x
@@ -14,7 +18,9 @@ are the fastest per frame and a frame's activations stay in cache) or as one bat
 """
 from __future__ import annotations
 
+import functools
 import itertools
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -178,3 +184,73 @@ def upsampled_conv_pair(first: nn.Conv2d, second: nn.Conv2d, x: torch.Tensor, re
 def runs_frame_by_frame(device: torch.device) -> bool:
     """True where a chunk is fastest decoded one latent frame at a time (CPUs, measured by bench/)."""
     return device.type == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying the speed path to a model's layers
+# ---------------------------------------------------------------------------------------------
+
+def _is_upsample(layer, factor: float) -> bool:
+    return (isinstance(layer, nn.Upsample) and layer.mode == "nearest" and layer.size is None
+            and float(layer.scale_factor) == factor)
+
+
+def _commutes_with_upsampling(layer) -> bool:
+    """Layers that act on each pixel alone (TAEHV's TGrow, a 1x1 conv over time) declare it:
+    they may run before a nearest upsampling instead of after it, on 4x fewer pixels."""
+    return getattr(layer, "pointwise_in_space", False)
+
+
+def _is_conv(layer) -> bool:
+    return type(layer) is nn.Conv2d
+
+
+def fast_path(layers: Iterable) -> list[Callable]:
+    """A model's layers (an nn.Sequential or list, as the paper lists them) -> callables that
+    compute the same, in order, with the CPU kernels of this module (which fall back to plain
+    PyTorch elsewhere). The patterns, found wherever they occur:
+
+    - `Upsample(2, nearest), [pixel-wise layers], 3x3 conv[, ReLU]`: the pixel-wise layers
+      first, then `upsampled_conv` (no upsampled copy; ReLU fused);
+    - that, then an element-wise activation (or the fused ReLU) and another 3x3 conv:
+      `upsampled_conv_pair` (the full-size activation between them is never built);
+    - `conv, ReLU`: `conv_relu`; `Upsample(1)`: dropped.
+
+    Everything else (blocks with memory, TGrow, PixelShuffle, ...) is passed on as it is, so
+    run_with_memory still sees the MemBlocks and the time-scaling layers. The modules are not
+    changed: their weights and state-dict keys stay the official ones.
+    """
+    layers = list(layers)
+    out: list[Callable] = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if _is_upsample(layer, 1.0):
+            i += 1
+            continue
+        if _is_upsample(layer, 2.0):
+            j = i + 1
+            while j < len(layers) and _commutes_with_upsampling(layers[j]):
+                j += 1
+            if j < len(layers) and _is_conv(layers[j]) and _splits_into_phases(layers[j]):
+                out += layers[i + 1:j]
+                first = layers[j]
+                relu = j + 1 < len(layers) and isinstance(layers[j + 1], nn.ReLU)
+                k = j + 1 + relu
+                act = layers[k] if k < len(layers) and isinstance(layers[k], (nn.ReLU, nn.LeakyReLU)) else None
+                second_at = k + (act is not None)
+                second = layers[second_at] if second_at < len(layers) else None
+                if second is not None and _is_conv(second) and _splits_into_phases(second):
+                    out.append(functools.partial(upsampled_conv_pair, first, second, relu=relu, act=act))
+                    i = second_at + 1
+                else:
+                    out.append(functools.partial(upsampled_conv, first, relu=relu))
+                    i = k
+                continue
+        if _is_conv(layer) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU):
+            out.append(functools.partial(conv_relu, layer))
+            i += 2
+            continue
+        out.append(layer)
+        i += 1
+    return out

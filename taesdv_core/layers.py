@@ -2,8 +2,9 @@
 reference files, so their checkpoints load with strict key and shape checks.
 
 Activations are (N*T, C, H, W): the frames of N clips, in time order within each clip. The
-conv and activation pairs go through `fused_ops` (one oneDNN kernel on CPUs, plain PyTorch
-elsewhere); nothing else here knows about speed.
+models list their layers as the papers do; `fused_ops.fast_path` turns such a list into the
+faster equivalent it runs, and the blocks here run their conv and activation pairs through
+`fused_ops` (one oneDNN kernel on CPUs, plain PyTorch elsewhere).
 """
 from __future__ import annotations
 
@@ -11,28 +12,12 @@ import torch
 import torch.nn as nn
 
 from .family import LatentSpace
-from .fused_ops import conv_add_relu, conv_relu, runs_frame_by_frame, upsampled_conv
+from .fused_ops import conv_add_relu, conv_relu, fast_path, runs_frame_by_frame
 
 
 def conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
     """3x3 conv, padding 1 (every conv of the family unless said)."""
     return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
-
-
-class UpsampledConv(nn.Conv2d):
-    """Nearest 2x upsampling, then a 3x3 conv (padding 1), then ReLU if `relu`.
-
-    The official Sequentials hold `Upsample(2), conv`: models put an nn.Identity at the
-    Upsample's index and this layer at the conv's, so keys stay official; fused_ops runs the
-    pair at the lower resolution on CPUs.
-    """
-
-    def __init__(self, n_in: int, n_out: int, bias: bool = True, relu: bool = False):
-        super().__init__(n_in, n_out, 3, padding=1, bias=bias)
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upsampled_conv(self, x, self.relu)
 
 
 class Clamp(nn.Module):
@@ -164,6 +149,15 @@ def _run_from(first: int, layers: list, slots: dict[int, int], state: list, x: t
     return x
 
 
+def _in_order(layers: nn.Sequential):
+    """The layers of a Sequential in order, nested Sequentials (DecoderTiny's `layers`) opened."""
+    for layer in layers.children():
+        if isinstance(layer, nn.Sequential):
+            yield from _in_order(layer)
+        else:
+            yield layer
+
+
 UNKNOWN_SPACE = LatentSpace("LatentFormat", "vae")  # no known latent format: a LATENT is taken as it is
 
 
@@ -216,15 +210,27 @@ class ChunkDecoder(nn.Sequential):
 
     def run_layers(self, x: torch.Tensor, memory: list[torch.Tensor] | None,
                    n_frames: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """run_with_memory over grouped_layers(); where a chunk runs frame by frame (CPUs), so do
-        the frames a layer multiplies into (TAEHV's TGrow)."""
-        return run_with_memory(self.grouped_layers(), x, memory, n_frames,
+        """run_with_memory over the layers' fast path; where a chunk runs frame by frame (CPUs),
+        so do the frames a layer multiplies into (TAEHV's TGrow)."""
+        return run_with_memory(fast_path(self), x, memory, n_frames,
                                grown_frames_one_by_one=runs_frame_by_frame(x.device))
 
-    def grouped_layers(self) -> list:
-        """The layers in order; a decoder may put one callable in place of several consecutive
-        layers that computes the same faster (TAEHV's last upsampled conv and final conv)."""
-        return list(self)
+    def flops_per_frame(self, height: int, width: int) -> float:
+        """Multiply-adds x2 per output frame of height x width pixels, counted over the 2-D convs
+        of the layers as listed (upsamplings, pixel shuffles and time-scaling layers followed);
+        what previews estimate a decode's cost from before they have measured one."""
+        h, w = height // self.spatial_scale, width // self.spatial_scale
+        frames, total = 1.0, 0.0  # frames per latent frame at this layer
+        for layer in _in_order(self):
+            if isinstance(layer, nn.Upsample):
+                h, w = int(h * layer.scale_factor), int(w * layer.scale_factor)
+            for c in (m for m in layer.modules() if isinstance(m, nn.Conv2d)):
+                per_px = 2 * c.in_channels * c.out_channels * c.kernel_size[0] * c.kernel_size[1] / c.groups
+                total += per_px * h * w * frames
+            if isinstance(layer, nn.PixelShuffle):
+                h, w = h * layer.upscale_factor, w * layer.upscale_factor
+            frames *= getattr(layer, "time_scale", 1)
+        return total / frames
 
 
 class ChunkEncoder(nn.Sequential):
@@ -251,5 +257,5 @@ class ChunkEncoder(nn.Sequential):
         (N, T / time_scale, C, H / s, W / s), memory for the next chunk)."""
         n, t = frames.shape[:2]
         x = frames.reshape(n * t, *frames.shape[2:]).contiguous(memory_format=torch.channels_last)
-        x, memory = run_with_memory(self, x, memory, t)
+        x, memory = run_with_memory(fast_path(self), x, memory, t)
         return x.reshape(n, x.shape[0] // n, *x.shape[1:]), memory

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .family import Family, LatentSpace, Match, NoMatch, StateDict, TinyAutoencoder, load_strict, tensor_shape
-from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv
+from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, MemBlock, conv
 
 LATENT_CHANNELS = 4
 SPATIAL_SCALE = 8
@@ -55,12 +55,11 @@ class TAESDVDecoder(ChunkDecoder):
 
     def __init__(self):
         n = WIDTH
-        # Each official `Upsample(2), conv` is `Identity, UpsampledConv` here: same keys.
         super().__init__(
             Clamp(), conv(LATENT_CHANNELS, n), nn.ReLU(inplace=True),
-            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Identity(), UpsampledConv(n, n, bias=False),
-            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Identity(), UpsampledConv(n, n, bias=False),
-            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Identity(), UpsampledConv(n, n, bias=False),
+            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
+            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
+            MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
             MemBlock(n, n), conv(n, 3),
         )
 
@@ -70,20 +69,6 @@ class TAESDVDecoder(ChunkDecoder):
         1/4, 1/2 and full size (3, 3, 3 and 1 blocks)."""
         per_pixel = 3 / 64 + 3 / 16 + 3 / 4 + 1
         return int(round(height * width * per_pixel * WIDTH * element_size))
-
-    @staticmethod
-    def flops_per_frame(height: int, width: int) -> float:
-        """Multiply-adds x2 of one decoded frame of height x width pixels (44.9 GFLOP at 256x256)."""
-        total, res = 0.0, (height // 8) * (width // 8)
-        k = 9 * 2  # 3x3 kernel, multiply + add
-        total += res * LATENT_CHANNELS * WIDTH * k
-        for stage, blocks in enumerate((3, 3, 3, 1)):
-            if stage > 0:
-                res *= 4
-                total += res * WIDTH * WIDTH * k  # conv after upsample
-            total += blocks * res * (2 * WIDTH * WIDTH + 2 * WIDTH * WIDTH) * k
-        total += res * WIDTH * 3 * k
-        return total
 
 
 def taesdv_model(encoder: bool = True, decoder: bool = True) -> TinyAutoencoder:

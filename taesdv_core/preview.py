@@ -179,11 +179,7 @@ class Previewer:
         n, t, _, h, w = clip_latents.shape
         d = self.variants[variant]
         hh, ww = h * d.spatial_scale, w * d.spatial_scale
-        if hasattr(d, "flops_per_frame"):
-            flops = d.flops_per_frame(hh, ww)
-        else:  # a rough guess: every weight used once per pixel at 1/4 of the output size
-            flops = 2 * sum(p.numel() for p in d.parameters()) * hh * ww / 16
-        return n * t * d.time_scale * flops
+        return n * t * d.time_scale * d.flops_per_frame(hh, ww)
 
     def predicted_cost(self, variant: int, clip_latents: torch.Tensor) -> float:
         """Seconds a preview with this variant will take: its own measured mean once it has run;

@@ -27,7 +27,6 @@ Variants, all told apart by tensors alone (`taehv_from_state_dict`):
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -36,8 +35,8 @@ import torch.nn.functional as F
 
 from .errors import CheckpointError
 from .family import Family, LatentSpace, Match, NoMatch, StateDict, TinyAutoencoder, load_strict, tensor_shape
-from .fused_ops import conv_relu, upsampled_conv_pair
-from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, UpsampledConv, conv, shift_in_time
+from .fused_ops import conv_relu
+from .layers import ChunkDecoder, ChunkEncoder, Clamp, MemBlock, conv, shift_in_time
 
 DECODER_WIDTHS = (256, 128, 64, 64)
 SUPER_WIDTHS = (512, 256, 128, 64)
@@ -46,11 +45,13 @@ BASE_TIME = (1, 2, 2)   # decoder TGrow strides per stage (HunyuanVideo, Wan, Co
 LTX_TIME = (2, 2, 2)    # LTX-2: 8x time
 BASE_POOL = (2, 2, 1)   # encoder TPool strides per stage
 LTX_POOL = (2, 2, 2)
-FINAL = 22              # index of the decoder's final conv in every variant
+LEAKY_SLOPE = 0.2
+# Where the official files keep the tensors the variant is read from (layer indices of the
+# Sequentials below): the final conv, the TGrow convs (base, super) and the encoder's TPool convs.
+FINAL = 22
 TGROW_BASE = (7, 13, 19)
 TGROW_SUPER = (7, 14, 21)
 TPOOL = (2, 7, 12)
-LEAKY_SLOPE = 0.2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,11 +62,12 @@ class TGrow(nn.Module):
     """Time upscale: 1x1 conv n -> n*s (no bias); each frame becomes s consecutive frames.
 
     Input (N*T, n, H, W) -> output (N*T*s, n, H, W): output channels [k*n, (k+1)*n) of frame t
-    are frame t*s + k. `time_scale = s` tells run_with_memory the clip got s times longer. The
-    official Sequential upsamples (nearest x2) before TGrow; a 1x1 conv commutes with that
-    exactly, so here TGrow runs on the 4x fewer pixels before it and the conv after TGrow
-    upsamples (UpsampledConv).
+    are frame t*s + k. `time_scale = s` tells run_with_memory the clip got s times longer.
+    A 1x1 conv acts on each pixel alone (`pointwise_in_space`), so the fast path runs it before
+    the nearest upsampling that precedes it here, on 4x fewer pixels.
     """
+
+    pointwise_in_space = True
 
     def __init__(self, n: int, s: int):
         super().__init__()
@@ -149,23 +151,11 @@ class SuperMemBlock(MemBlock):
         return y + x, new_memory
 
 
-class ConvAct(nn.Conv2d):
-    """A conv whose activation runs fused with it (one oneDNN kernel on CPUs): the ReLU that
-    follows it in the official Sequential becomes an Identity, so key indices stay official."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv_relu(self, x)
-
-
 class UnitRange(nn.Module):
     """[-1, 1] -> [0, 1]: (x + 1) / 2, for decoders trained to output [-1, 1] (lighttae)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.add(1).mul_(0.5)
-
-
-def _act(leaky: bool) -> nn.Module:
-    return nn.LeakyReLU(LEAKY_SLOPE, inplace=True) if leaky else nn.ReLU(inplace=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,27 +219,11 @@ class _TAEHVDecoderBase(ChunkDecoder):
         variants = []
         for time_upscale, space_upscale in options:
             variant = self.rebuilt(time_upscale, space_upscale)
-            _load_strict(variant, variant.cut_tgrow(weights), "decoder")
+            load_strict(variant, variant.cut_tgrow(weights), "state dict", "decoder")
             variant.latent_space = self.latent_space
             variant.allow_tf32, variant.cogvideox = self.allow_tf32, self.cogvideox
             variants.append(variant.to(device=param.device, dtype=param.dtype))
         return variants
-
-    def flops_per_frame(self, height: int, width: int) -> float:
-        """Multiply-adds x2 per output frame of height x width pixels, counted over the layers."""
-        h, w = height // self.spatial_scale, width // self.spatial_scale
-        frames, total = 1.0, 0.0  # frames per latent frame at this layer
-        for layer in self:
-            if isinstance(layer, UpsampledConv):  # counted as the official upsampled conv
-                h, w = 2 * h, 2 * w
-            convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
-            for c in convs:
-                per_px = 2 * c.in_channels * c.out_channels * c.kernel_size[0] * c.kernel_size[1] / c.groups
-                total += per_px * h * w * frames
-            if isinstance(layer, nn.PixelShuffle):
-                h, w = h * layer.upscale_factor, w * layer.upscale_factor
-            frames *= getattr(layer, "time_scale", 1)
-        return total / frames
 
     def working_bytes_per_frame(self, height: int, width: int, element_size: int) -> int:
         """Peak working memory per OUTPUT frame at height x width (estimate, bytes).
@@ -276,8 +250,8 @@ class _TAEHVDecoderBase(ChunkDecoder):
                 total += layer.conv[3].out_channels * px * scale
             elif isinstance(layer, MemBlock):
                 total += layer.conv[0].out_channels * px * scale
-            elif isinstance(layer, UpsampledConv):
-                scale *= 4
+            elif isinstance(layer, nn.Upsample):
+                scale *= int(layer.scale_factor) ** 2
             elif isinstance(layer, nn.PixelShuffle):
                 scale *= layer.upscale_factor ** 2
         return int(total * element_size)
@@ -304,45 +278,20 @@ class TAEHVDecoder(_TAEHVDecoderBase):
         n0, n1, n2, n3 = DECODER_WIDTHS
         t0, t1, t2 = self.stage_time
         block = LeakyMemBlock if leaky else MemBlock
-        up = nn.Identity  # the official nearest Upsample(2) at 6/12/18: done by the conv after TGrow
-
-        def conv_after_up(n_in, n_out, relu=False):  # TGrow commutes with the upsampling
-            if space_upscale:
-                return UpsampledConv(n_in, n_out, bias=False, relu=relu)
-            return ConvAct(n_in, n_out, 3, padding=1, bias=False) if relu else conv(n_in, n_out, bias=False)
-
-        # ReLU after a conv runs fused with it (ConvAct); LeakyReLU stays a layer of its own.
-        first_conv = conv(latent_channels, n0) if leaky else ConvAct(latent_channels, n0, 3, padding=1)
-        act = _act(True) if leaky else nn.Identity()
+        act = (lambda: nn.LeakyReLU(LEAKY_SLOPE, inplace=True)) if leaky else (lambda: nn.ReLU(inplace=True))
+        up = lambda: nn.Upsample(scale_factor=2 if space_upscale else 1)
         layers = [
-            Clamp(), first_conv, act,                                                  # 0-2
-            block(n0, n0), block(n0, n0), block(n0, n0), up(), TGrow(n0, t0),            # 3-7
-            conv_after_up(n0, n1),                                                     # 8
-            block(n1, n1), block(n1, n1), block(n1, n1), up(), TGrow(n1, t1),            # 9-13
-            conv_after_up(n1, n2),                                                     # 14
-            block(n2, n2), block(n2, n2), block(n2, n2), up(), TGrow(n2, t2),            # 15-19
-            conv_after_up(n3, n3, relu=not leaky), _act(True) if leaky else nn.Identity(),  # 20-21
-            conv(n3, 3 * patch ** 2),                                                  # 22 final
+            Clamp(), conv(latent_channels, n0), act(),
+            block(n0, n0), block(n0, n0), block(n0, n0), up(), TGrow(n0, t0), conv(n0, n1, bias=False),
+            block(n1, n1), block(n1, n1), block(n1, n1), up(), TGrow(n1, t1), conv(n1, n2, bias=False),
+            block(n2, n2), block(n2, n2), block(n2, n2), up(), TGrow(n2, t2), conv(n2, n3, bias=False),
+            act(), conv(n3, 3 * patch ** 2),
         ]
         if patch > 1:
             layers.append(nn.PixelShuffle(patch))
         if leaky:
             layers.append(UnitRange())
         super().__init__(*layers)
-
-    LAST_UP = 20  # the last upsampled conv; its activation and the final conv follow it
-
-    def grouped_layers(self) -> list:
-        """The layers, with the last upsampled conv, its activation and the final conv as one
-        (fused_ops.upsampled_conv_pair: on CPUs their full-size 64-channel activation, the
-        decode's largest tensor, is never built)."""
-        layers = list(self)
-        up, act, final = layers[self.LAST_UP:self.LAST_UP + 3]
-        if not isinstance(up, UpsampledConv):  # space upscaling off: nothing to fuse
-            return layers
-        tail = functools.partial(upsampled_conv_pair, up, final, relu=up.relu,
-                                 act=None if isinstance(act, nn.Identity) else act)
-        return layers[:self.LAST_UP] + [tail] + layers[self.LAST_UP + 3:]
 
     def rebuilt(self, time_upscale: bool, space_upscale: bool) -> "TAEHVDecoder":
         """An untrained decoder of this layout with other time/space options."""
@@ -368,8 +317,8 @@ class TAEHVSuperDecoder(_TAEHVDecoderBase):
         n0, n1, n2, n3 = SUPER_WIDTHS
         t0, t1, t2 = self.stage_time
 
-        def upsample(n_in, n_out):  # conv to 4x the channels, ReLU (fused), PixelShuffle(2)
-            return [ConvAct(n_in, n_out * 4, 3, padding=1), nn.Identity(), nn.PixelShuffle(2)]
+        def upsample(n_in, n_out):  # conv to 4x the channels, ReLU, PixelShuffle(2)
+            return [conv(n_in, n_out * 4), nn.ReLU(inplace=True), nn.PixelShuffle(2)]
 
         layers = [
             nn.Conv2d(latent_channels, n0, 1, bias=False),                              # 0
@@ -407,7 +356,7 @@ class TAEHVEncoder(ChunkEncoder):
         if family is not None:
             self.family = family
         super().__init__(
-            ConvAct(3 * patch ** 2, n, 3, padding=1), nn.Identity(),                   # 0-1 (ReLU fused)
+            conv(3 * patch ** 2, n), nn.ReLU(inplace=True),                              # 0-1
             TPool(n, p0), conv(n, n, stride=2, bias=False), MemBlock(n, n), MemBlock(n, n), MemBlock(n, n),  # 2-6
             TPool(n, p1), conv(n, n, stride=2, bias=False), MemBlock(n, n), MemBlock(n, n), MemBlock(n, n),  # 7-11
             TPool(n, p2), conv(n, n, stride=2, bias=False), MemBlock(n, n), MemBlock(n, n), MemBlock(n, n),  # 12-16
@@ -532,7 +481,7 @@ def taehv_from_state_dict(sd: StateDict, filename: str | None = None, *,
             else:
                 decoder = TAEHVDecoder(latent_channels, patch, stage_time, time_upscale, space_upscale, leaky, family)
             decoder.cogvideox = cogvideox
-            _load_strict(decoder, decoder.cut_tgrow(dec), "decoder", label)
+            load_strict(decoder, decoder.cut_tgrow(dec), label, "decoder")
 
     if enc:
         first, last = _conv_shape(sd, "encoder.", "0.weight"), _conv_shape(sd, "encoder.", "17.weight")
@@ -554,16 +503,9 @@ def taehv_from_state_dict(sd: StateDict, filename: str | None = None, *,
             parts.append(f"encoder {latent_channels} ch, {math.prod(pools)}x time")
             if build:
                 encoder = TAEHVEncoder(latent_channels, patch, pools, family)
-                _load_strict(encoder, enc, "encoder", label)
+                load_strict(encoder, enc, label, "encoder")
     description = f"{_name(latent_channels, patch, super_, ltx, leaky, cogvideox)}: " + "; ".join(parts)
     return encoder, decoder, description
-
-
-def _load_strict(module: nn.Module, sd: StateDict, what: str, name: str = "state dict") -> None:
-    """family.load_strict; then conv weights stored channels_last, the layout the fused CPU convs
-    (fused_ops) take without a copy per call (an NCHW weight makes them fall back to unfused)."""
-    load_strict(module, sd, name, what)
-    module.to(memory_format=torch.channels_last)
 
 
 # ---------------------------------------------------------------------------------------------

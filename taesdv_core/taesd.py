@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from .errors import CheckpointError
 from .family import Family, LatentSpace, Match, NoMatch, StateDict, TinyAutoencoder, load_strict, tensor_shape
-from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, UpsampledConv, conv
+from .layers import Block, ChunkDecoder, ChunkEncoder, Clamp, conv
 
 WIDTH = 64  # channels of every hidden layer
 SPATIAL_SCALE = 8
@@ -83,12 +83,11 @@ class TAESDDecoder(ChunkDecoder):
     def __init__(self, latent_channels: int = 4, pooled: bool = False, family: str = "TAESD"):
         n = WIDTH
         mid = PooledBlock if pooled else (lambda n: Block(n, n))
-        # Each official `Upsample(2), conv` is `Identity, UpsampledConv` here: same keys.
         super().__init__(
             Clamp(), conv(latent_channels, n), nn.ReLU(inplace=True),
-            mid(n), mid(n), mid(n), nn.Identity(), UpsampledConv(n, n, bias=False),
-            Block(n, n), Block(n, n), Block(n, n), nn.Identity(), UpsampledConv(n, n, bias=False),
-            Block(n, n), Block(n, n), Block(n, n), nn.Identity(), UpsampledConv(n, n, bias=False),
+            mid(n), mid(n), mid(n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
+            Block(n, n), Block(n, n), Block(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
+            Block(n, n), Block(n, n), Block(n, n), nn.Upsample(scale_factor=2), conv(n, n, bias=False),
             Block(n, n), conv(n, 3),
         )
         self.latent_channels, self.pooled, self.family = latent_channels, pooled, family

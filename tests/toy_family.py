@@ -6,7 +6,7 @@ Its decoder eats 6-channel latents at 1/2 of the frame size: Clamp, conv(6 -> 16
 import torch.nn as nn
 
 from taesdv_core.family import Family, LatentSpace, Match, NoMatch, TinyAutoencoder, load_strict, tensor_shape
-from taesdv_core.layers import ChunkDecoder, Clamp, UpsampledConv, conv
+from taesdv_core.layers import ChunkDecoder, Clamp, conv
 
 LATENT_CHANNELS, WIDTH = 6, 16
 PREFIX = "toy_decoder."
@@ -19,8 +19,8 @@ class ToyDecoder(ChunkDecoder):
     spatial_scale = 2
 
     def __init__(self):
-        super().__init__(Clamp(), conv(LATENT_CHANNELS, WIDTH), nn.ReLU(inplace=True), nn.Identity(),
-                         UpsampledConv(WIDTH, WIDTH), conv(WIDTH, 3))
+        super().__init__(Clamp(), conv(LATENT_CHANNELS, WIDTH), nn.ReLU(inplace=True), nn.Upsample(scale_factor=2),
+                         conv(WIDTH, WIDTH), conv(WIDTH, 3))
 
 
 def match(sd, file_name):

@@ -6,8 +6,8 @@ replace (rather than add to) its one-frame previewer. Every sampler node builds 
 through this function (KSampler, KSamplerAdvanced, SamplerCustom, SamplerCustomAdvanced), so
 wrapping it serves the global switch and lets TAESDV clips replace core's still frame. Where a
 MODEL has no TAESDV spec and the switch is off, the original runs untouched. The node path
-also works without this wrap (its OUTER_SAMPLE wrapper is a public hook). Tested against the
-real host in tests/test_live_preview.py.
+also works without this wrap (its OUTER_SAMPLE wrapper is a public hook); the two hand over
+through live_preview.SettledCallback. Tested against the real host in tests/test_live_preview.py.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def install_sampler_preview_hook() -> bool:
     if getattr(original, "taesdv_hook", False):
         return True
 
-    from .live_preview import build_callback
+    from .live_preview import SettledCallback, build_callback
     from .preview_service import SERVICE
 
     def prepare_callback(model, steps, x0_output_dict=None):  # the signature of ComfyUI 0.3.75's
@@ -56,9 +56,7 @@ def install_sampler_preview_hook() -> bool:
             return build_callback(model, steps, spec, x0_output_dict)
         except Exception as e:  # e.g. a model without a decoder: ComfyUI's previews, one log line
             log.warning("TAESDV previews unavailable for this run (%s); using ComfyUI's previewer", e)
-            callback = original(model, steps, x0_output_dict)
-            callback.taesdv_preview = None  # decided: the node's sampling wrapper leaves it alone
-            return callback
+            return SettledCallback(original(model, steps, x0_output_dict), preview=None)
 
     prepare_callback.taesdv_hook = True
     prepare_callback.__wrapped__ = original

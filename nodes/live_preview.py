@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import comfy.model_management as mm
 import comfy.utils
@@ -120,7 +122,28 @@ class SamplerPreview:
         return ("JPEG", still, min(comfy_args.preview_size, max(still.size)))
 
 
-def build_callback(model_patcher, steps: int, spec: PreviewSpec, x0_output_dict=None, inner=None):
+@dataclass(frozen=True)
+class SettledCallback:
+    """A sampler callback whose previews this pack has settled: the typed hand-over between its
+    two ways in, so that a run never gets two previewers.
+
+    - host_hooks wraps latent_preview.prepare_callback (the global switch, and every sampler
+      node): for each sampler it serves it returns one of these, with `preview` the run's
+      SamplerPreview, or None where starting one failed and ComfyUI's own previewer runs.
+    - The TAESDV Latent Preview node's OUTER_SAMPLE wrapper (outer_sample_wrapper, a public
+      hook) builds previews only around a callback that is not one of these.
+
+    Called as ComfyUI calls a sampler callback: (step, x0, x, total_steps).
+    """
+
+    run: Callable[[int, Any, Any, int], None]
+    preview: SamplerPreview | None
+
+    def __call__(self, step: int, x0, x, total_steps: int) -> None:
+        self.run(step, x0, x, total_steps)
+
+
+def build_callback(model_patcher, steps: int, spec: PreviewSpec, x0_output_dict=None, inner=None) -> SettledCallback:
     """The sampler callback with TAESDV clips in place of ComfyUI's one-frame previews.
 
     inner: a callback someone else built (kept: it reports progress and fills outputs itself);
@@ -163,14 +186,13 @@ def build_callback(model_patcher, steps: int, spec: PreviewSpec, x0_output_dict=
         if inner is None or still is not None:
             pbar.update_absolute(step + 1, total_steps, still)
 
-    callback.taesdv_preview = preview
-    return callback
+    return SettledCallback(callback, preview)
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
     """OUTER_SAMPLE wrapper of the TAESDV Latent Preview node (ComfyUI's public sampling hook).
 
-    When the sampler's callback is not already a TAESDV one (built through host_hooks), wrap it.
+    When the sampler's callback is not already settled (a SettledCallback from host_hooks), wrap it.
     Positional arguments as CFGGuider.outer_sample: noise, latent_image, sampler, sigmas,
     denoise_mask, callback, disable_pbar, seed.
     """
@@ -179,7 +201,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     args = list(args)
     callback = args[5] if len(args) > 5 else kwargs.get("callback")
     if (spec is not None and spec.taesdv.serves(guider.model_patcher.model.latent_format)
-            and not hasattr(callback, "taesdv_preview")):
+            and not isinstance(callback, SettledCallback)):
         steps = max(1, len(args[3]) - 1) if len(args) > 3 else 1
         try:
             callback = build_callback(guider.model_patcher, steps, spec, inner=callback)

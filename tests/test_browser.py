@@ -89,6 +89,14 @@ def player_ready(page):
     page.wait_for_function("() => [...window.TAESDV_PREVIEW.players.values()].some(p => p.clip)", timeout=60_000)
 
 
+def sample_and_show_the_player(page, steps: int):
+    """Run an 8-frame 64 px sampler previewing every step, to the end; its player in view."""
+    queue(page, graphs.sampling_graph(frames=8, size=64, steps=steps, preview={"budget_percent": 100}))
+    player_ready(page)
+    assert wait_done(page) == "execution_success"
+    bring_player_into_view(page)
+
+
 def test_sampler_node_plays_the_clip_keeps_the_last_one_and_cleans_up(ui):
     with comfy_page(ui.url, init_script=LISTENER_TRACKER) as (page, errors):
         page.wait_for_timeout(1500)
@@ -250,10 +258,7 @@ def test_player_fills_the_node_preview_area_and_leaves_zoom_and_drag_to_the_canv
     with comfy_page(ui.url) as (page, errors):
         page.wait_for_timeout(1000)
         baseline = len(errors)
-        queue(page, graphs.sampling_graph(frames=8, size=64, steps=3, preview={"budget_percent": 100}))
-        player_ready(page)
-        assert wait_done(page) == "execution_success"
-        bring_player_into_view(page)
+        sample_and_show_the_player(page, steps=3)
         shot(page, name(ui, "preview-fills-node"))
         box = page.evaluate(PICTURE)
         # The picture spans the node's width (less the widget margins) and is no thumbnail.
@@ -309,10 +314,7 @@ def test_nodes_2_0_shows_the_player_as_large_as_canvas_nodes_do_and_alone(ui):
     with comfy_page(ui.url) as (page, errors):
         page.wait_for_timeout(1000)
         baseline = len(errors)
-        queue(page, graphs.sampling_graph(frames=8, size=64, steps=6, preview={"budget_percent": 100}))
-        player_ready(page)
-        assert wait_done(page) == "execution_success"
-        bring_player_into_view(page)
+        sample_and_show_the_player(page, steps=6)
         canvas_node = page.evaluate(PICTURE)
         shot(page, name(ui, "nodes-2.0-off"))
         with nodes_2_0(page):

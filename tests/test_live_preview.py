@@ -273,6 +273,18 @@ def test_a_preview_node_in_the_graph_previews_whatever_the_prompts_preview_metho
     assert [c["step"] for c in clip_events(run)] == [1, 2, 3]
 
 
+def test_a_preview_node_under_the_global_switch_gives_one_clip_per_step_not_two(comfy):
+    # Two ways in (the prepare_callback wrap and the node's OUTER_SAMPLE wrapper) hand over through
+    # live_preview.SettledCallback: the node leaves a callback the wrap has settled alone.
+    assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0})[0] == 200
+    try:
+        run = comfy.run(graphs.sampling_graph(frames=4, size=64, steps=3, preview={"budget_percent": 100}))
+    finally:
+        assert comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05})[0] == 200
+    assert run.succeeded, run.error_text()
+    assert [c["step"] for c in clip_events(run)] == [1, 2, 3]
+
+
 def test_settings_route_refuses_bad_values(comfy):
     status, body = comfy.post_json("/taesdv/preview/settings", {"max_size": 5})
     assert status == 400 and "max_size" in body["error"]

@@ -33,7 +33,8 @@ def chunk_input() -> io.Int.Input:
 
 def latent_to_clips(samples: dict, decoder, latent_scale: float) -> torch.Tensor:
     """LATENT {"samples": [B, C, h, w] (frames as batch) or [B, C, T, h, w]} -> NTCHW clips, mapped to
-    the decoder's input (latent_scale 0) or multiplied by latent_scale."""
+    the decoder's input (latent_scale 0) or multiplied by latent_scale; unfolded where the LATENT
+    folds the decoder's latents (FLUX.2: 128 channels -> taef2's 32 at twice the size)."""
     if not isinstance(samples, dict) or "samples" not in samples:
         raise InputError("samples must be a LATENT (a dict with 'samples')")
     x = samples["samples"]
@@ -44,23 +45,24 @@ def latent_to_clips(samples: dict, decoder, latent_scale: float) -> torch.Tensor
     if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
         raise InputError(f"samples has shape {tuple(getattr(x, 'shape', ()))}; expected [frames, C, h, w] or "
                          "[batch, C, frames, h, w]")
-    if x.shape[1] != decoder.latent_channels:  # named as the user's LATENT, with the file that fits
+    if x.shape[1] != latent_spaces.latent_channels(decoder):  # named as the user's LATENT, with the file that fits
         raise InputError(f"samples has {x.shape[1]} channels (LATENT shape {tuple(x.shape)}); {decoder.family} "
-                         f"expects {decoder.latent_channels}. {which_file_fits(x.shape[1])}")
+                         f"expects {decoder.latent_space.latent_channels_text(decoder.latent_channels)}. "
+                         f"{which_file_fits(x.shape[1])}")
     x = x.float()
-    x = x * latent_scale if latent_scale else latent_spaces.to_decoder(decoder, x)
+    x = latent_spaces.unfold(decoder, x * latent_scale) if latent_scale else latent_spaces.to_decoder(decoder, x)
     return x.unsqueeze(0) if x.ndim == 4 else x.movedim(1, 2)
 
 
 def clips_to_latent(latents: torch.Tensor, encoder, latent_scale: float) -> dict:
     """Encoder output (1, T, C, h, w) -> LATENT: frames as the batch [T, C, h, w] for image-latent
     models (SD video), [1, C, T, h, w] for video-latent ones; mapped back to LATENT values (latent_scale 0)
-    or divided by latent_scale."""
+    or divided by latent_scale; folded where the LATENT folds them (taef2: 32 -> FLUX.2's 128 channels)."""
     import comfy.latent_formats
 
     video = getattr(comfy.latent_formats, encoder.latent_format)().latent_dimensions == 3
     x = latents.movedim(1, 2) if video else latents[0]
-    x = x / latent_scale if latent_scale else latent_spaces.from_encoder(encoder, x)
+    x = latent_spaces.fold_back(encoder, x / latent_scale) if latent_scale else latent_spaces.from_encoder(encoder, x)
     return {"samples": x}
 
 

@@ -16,7 +16,8 @@ class TAESDVEncode(io.ComfyNode):
             category=CATEGORY,
             description="Encodes images (the frames of a clip) into latents with the loaded encoder (TAESDV, TAEHV, image "
                         "TAESD). Sizes are cropped (centred) to multiples of the encoder's scale: 8 as VAE Encode "
-                        "does, 16 or 32 for patched TAEHV encoders (Wan 2.2 5B, HunyuanVideo 1.5, LTX-2).",
+                        "does, 16 for taef2 (FLUX.2's LATENT folds its latents 2x2 into 128 channels), 16 or 32 for "
+                        "patched TAEHV encoders (Wan 2.2 5B, HunyuanVideo 1.5, LTX-2).",
             inputs=[
                 TAESDVModel.Input("taesdv", tooltip="From Load TAESDV (needs the encoder half)."),
                 io.Image.Input("pixels", tooltip="Frames [frames, height, width, 3] in [0, 1]."),

@@ -28,7 +28,7 @@ from .engine import DecodeStream, check_finite, decode, encode
 from .errors import CheckpointError, InputError
 from .families import where_to_get
 from .keyframes import check_keyframe_decoder, expand_keyframes, expanded_length
-from .loading import comfy_latent_to_input, load_autoencoder
+from .loading import comfy_latent_to_input, load_autoencoder, raw_latents_to_input
 from .media import FrameWriter, crop_to_encoder, output_kind, read_frames, read_latents
 from .precision import auto_dtype
 
@@ -143,6 +143,7 @@ def decode_command(args) -> None:
     started = time.perf_counter()
     check_writable(args.output)
     latents = read_latents(args.latents, lambda x: comfy_latent_to_input(decoder, x))
+    latents = raw_latents_to_input(decoder, latents)  # a Save Latent file's are unfolded already
     check_finite(latents, "latents")
     n, t, _, h, w = latents.shape
     frames = DecodeStream(decoder).output_frames(t) if args.keyframes == "off" else expanded_length(t)
@@ -211,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "frame per latent frame; TAEHV gives 4T-3 (LTX-2: 8T-7) frames for T latent frames.")
     p.add_argument("latents", metavar="LATENTS",
                    help=".safetensors with key 'latents' (NTCHW or TCHW) in the decoder's input space: the diffusion "
-                        "model's latents (TAESDV/TAESD: VAE latent x its scale, e.g. 0.18215; TAEHV: raw, no scaling), "
-                        "or a ComfyUI .latent (Save Latent), mapped as ComfyUI's VAE Decode maps it for this file")
+                        "model's latents (TAESDV/TAESD: VAE latent x its scale, e.g. 0.18215; TAEHV: raw, no scaling; "
+                        "taef2: 32 channels at 1/8 size, as encode writes them, or FLUX.2's 128 at 1/16, unfolded "
+                        "here), or a ComfyUI .latent (Save Latent), mapped as ComfyUI's VAE Decode maps it for this file")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="by extension: .safetensors (key 'frames'), .webp, .gif, .mp4, or a folder (PNG per frame)")
     p.add_argument("--mode", choices=["parallel", "chunked", "stream"], default="chunked",
@@ -231,11 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Encode frames to latents with any tiny encoder file (TAESDV, TAEHV, image TAESD).")
     p.add_argument("frames", metavar="FRAMES",
                    help="a folder of images, an animated .webp/.gif, or a video (PyAV); centre-cropped to multiples of the "
-                        "encoder's scale (8; 16 or 32 for patched TAEHV files); TAEHV pads the frame count at the end "
-                        "to a multiple of 4 (LTX-2: 8)")
+                        "encoder's scale (8; 16 for taef2, whose latents fold into FLUX.2's; 16 or 32 for patched TAEHV "
+                        "files); TAEHV pads the frame count at the end to a multiple of 4 (LTX-2: 8)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors",
                    help="latents file (key 'latents', NTCHW) in the decoder's input space, as decode reads it "
-                        "(TAESDV: SD VAE latents x 0.18215; TAEHV: raw)")
+                        "(TAESDV: SD VAE latents x 0.18215; TAEHV: raw; taef2: 32 channels at 1/8 size, unfolded)")
     common(p)
     p.set_defaults(run=encode_command)
 

@@ -428,7 +428,7 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("compare", help="decode the same latents with several decoders; table + side-by-side")
     p.add_argument("latents", help="a ComfyUI Save Latent .latent file (mapped for each decoder as ComfyUI's VAE "
                                    "Decode maps it), or .safetensors (key 'latents') / .pt / .npy latents, NTCHW or "
-                                   "TCHW, in the decoders' input space")
+                                   "TCHW, in the decoders' input space (taef2 takes FLUX.2's folded 128 channels too)")
     p.add_argument("--decoder", action="append", required=True, metavar="LABEL=PATH",
                    help="a decoder file of any family (TAESDV, TAEHV, image TAESD, TAE-192, DecoderTinyTemporal), "
                         "recognised by its tensors; repeat for 2 to 4 decoders")
@@ -441,7 +441,7 @@ def add_cli(subparsers) -> None:
 
 
 def run_cli(args) -> int:
-    from .loading import comfy_latent_to_input
+    from .loading import comfy_latent_to_input, raw_latents_to_input
 
     device = torch.device(args.device)
     latents, vae_space = _read_latents(args.latents)
@@ -452,7 +452,8 @@ def run_cli(args) -> int:
         label = label or os.path.splitext(os.path.basename(path))[0]
         decoder = load_decoder(path, device)
         # a Save Latent file holds the VAE's latents: each decoder gets them as ComfyUI's VAE Decode maps them
-        to_input = (lambda x, d=decoder: comfy_latent_to_input(d, x)) if vae_space else (lambda x: x)
+        to_input = ((lambda x, d=decoder: comfy_latent_to_input(d, x, channel_dim=2)) if vae_space
+                    else (lambda x, d=decoder: raw_latents_to_input(d, x)))
         decoders.append((label, decode_fn(decoder, to_input)))
     reference = _load_tensor(args.reference, "--reference").float() if args.reference else None
     frames, rows = compare(decoders, latents, reference, device, free_bytes=memory_available())

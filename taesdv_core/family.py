@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .errors import CheckpointError
 
@@ -27,15 +28,47 @@ class LatentSpace:
     format: the comfy.latent_formats class name ("LatentFormat": none of the host's).
     input_space: "model" eats the diffusion model's latents, (LATENT - shift) * scale (the
     format's process_in); "vae" eats the LATENT as it is.
+    fold: latent pixels the LATENT folds into its channels, per side (1: none). FLUX.2's LATENT
+    is taef2's 32-channel latent at 1/8 size folded 2x2 into 128 channels at 1/16 size; the
+    decoder eats it unfolded and the encoder's output is folded back (`unfold`, `fold_back`).
     """
 
     format: str
     input_space: str = "model"
     scale: float = 1.0
     shift: float = 0.0
+    fold: int = 1
 
-    def to_input(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents if self.input_space == "vae" else (latents - self.shift) * self.scale
+    def to_input(self, latents: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+        """LATENT values, C * fold^2 channels at `channel_dim` (1: ComfyUI's [B, C, h, w] or
+        [B, C, T, h, w]; 2: NTCHW), height and width last -> the decoder's input, same layout,
+        C channels at fold x the size."""
+        x = latents if self.input_space == "vae" else (latents - self.shift) * self.scale
+        return self.unfold(x, channel_dim)
+
+    def latent_channels(self, channels: int) -> int:
+        """Channels of a LATENT whose unfolded latents have `channels`."""
+        return channels * self.fold ** 2
+
+    def latent_channels_text(self, channels: int) -> str:
+        """The LATENT's channels for messages: "16", or "128 (32-channel latents folded 2x2)"."""
+        if self.fold == 1:
+            return str(channels)
+        return f"{self.latent_channels(channels)} ({channels}-channel latents folded {self.fold}x{self.fold})"
+
+    def unfold(self, latents: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
+        """(..., C * fold^2, h, w) -> (..., C, fold * h, fold * w): channel c * fold^2 + i * fold + j
+        is pixel (i, j) of each fold x fold patch, as FLUX.2 patchifies (torch's pixel_shuffle).
+        channel_dim: where the channels are; the last two dimensions are height and width."""
+        if self.fold == 1:
+            return latents
+        return F.pixel_shuffle(latents.movedim(channel_dim, -3), self.fold).movedim(-3, channel_dim)
+
+    def fold_back(self, latents: torch.Tensor, channel_dim: int = -3) -> torch.Tensor:
+        """The inverse of `unfold`: (..., C, fold * h, fold * w) -> (..., C * fold^2, h, w)."""
+        if self.fold == 1:
+            return latents
+        return F.pixel_unshuffle(latents.movedim(channel_dim, -3), self.fold).movedim(-3, channel_dim)
 
     def tag(self, *modules: nn.Module | None) -> None:
         """Give each half (None skipped) this space: the decoders and encoders carry it."""

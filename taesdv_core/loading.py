@@ -13,8 +13,8 @@ import torch
 
 from .checkpoint import DTYPES, MISSING_ADVICE, describe_other, read_state_dict
 from .engine import allow_tf32
-from .errors import CheckpointError
-from .families import family_list, family_named, where_to_get, which_family
+from .errors import CheckpointError, InputError
+from .families import family_list, family_named, where_to_get, which_family, which_file_fits
 from .family import StateDict, TinyAutoencoder
 
 
@@ -50,10 +50,30 @@ def load_autoencoder(path: str, dtype: torch.dtype | str = torch.float32, device
     return allow_tf32(model, tf32)
 
 
-def comfy_latent_to_input(module, latents: torch.Tensor) -> torch.Tensor:
-    """A ComfyUI LATENT's values (the VAE's latents, as Save Latent stores them) -> what this
-    decoder eats, as the host's VAE Decode maps them for the same file."""
-    return module.latent_space.to_input(latents)
+def comfy_latent_to_input(module, latents: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+    """A ComfyUI LATENT's values (the VAE's latents, as Save Latent stores them; channels at
+    `channel_dim`: 1 in ComfyUI's layout, 2 in NTCHW) -> what this decoder eats, as the host's VAE
+    Decode maps them for the same file: unfolded where the LATENT folds them (FLUX.2's 128
+    channels -> taef2's 32). A LATENT of other channels is refused naming the file that fits."""
+    if latents.ndim not in (4, 5):
+        return latents  # not a LATENT's layout: the reader refuses it by its shape
+    space, channels = module.latent_space, latents.shape[channel_dim]
+    expected = space.latent_channels(module.latent_channels)
+    if channels != expected:
+        raise InputError(f"latents have {channels} channels at dim {channel_dim} of {tuple(latents.shape)} (a ComfyUI "
+                         f"LATENT); {module.family} expects {space.latent_channels_text(module.latent_channels)}. "
+                         f"{which_file_fits(channels)}")
+    return space.to_input(latents, channel_dim)
+
+
+def raw_latents_to_input(module, latents: torch.Tensor) -> torch.Tensor:
+    """NTCHW latents as the command line reads them from .safetensors ('latents'), .npy or .pt
+    files: in the decoder's input space, taken as they are; where its LATENT folds them (taef2),
+    latents of the LATENT's channels (FLUX.2's 128) are that folded layout and are unfolded."""
+    space = module.latent_space
+    if space.fold > 1 and latents.ndim == 5 and latents.shape[2] == space.latent_channels(module.latent_channels):
+        return space.unfold(latents)
+    return latents
 
 
 # The names of the TAESDV-only API, kept for scripts that use them.

@@ -171,8 +171,9 @@ def read_frames(path: str, max_frames: int | None = None) -> tuple[torch.Tensor,
 
 def crop_to_encoder(frames: torch.Tensor, encoder, name: str = "frames") -> torch.Tensor:
     """Centre-crop (..., H, W) to multiples of the encoder's spatial scale (8, as ComfyUI's VAE
-    Encode crops; 16 or 32 for patched TAEHV encoders), the sizes it takes."""
-    multiple = encoder.spatial_scale
+    Encode crops; 16 or 32 for patched TAEHV encoders) times its LATENT's fold (taef2: 16, so its
+    latents fold 2x2 into FLUX.2's), the sizes it takes."""
+    multiple = encoder.spatial_scale * encoder.latent_space.fold
     height, width = frames.shape[-2], frames.shape[-1]
     h, w = height // multiple * multiple, width // multiple * multiple
     if h == 0 or w == 0:

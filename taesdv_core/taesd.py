@@ -57,6 +57,14 @@ class Variant:
     family: str          # named in messages
     space: LatentSpace
 
+    @property
+    def latents(self) -> str:
+        """What its latents are, for descriptions: their channels, and the LATENT's where it folds them."""
+        own, fold = f"{self.latent_channels}-channel latents", self.space.fold
+        if fold == 1:
+            return own
+        return f"{own} (a LATENT of {self.space.latent_channels(self.latent_channels)} channels, folded {fold}x{fold})"
+
 
 # TAESD eats the diffusion model's latents: ComfyUI's VAE Decode with a TAESD pair
 # (comfy/taesd/taesd.py) feeds taesd_decoder((LATENT - vae_shift) * vae_scale), with the numbers
@@ -69,9 +77,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("taesdxl", 4, False, "TAESD-XL (SDXL)", LatentSpace("SDXL", "model", 0.13025)),
     Variant("taesd3", 16, False, "TAESD3 (SD3)", LatentSpace("SD3", "model", 1.5305, 0.0609)),
     Variant("taef1", 16, False, "TAEF1 (FLUX.1)", LatentSpace("Flux", "model", 0.3611, 0.1159)),
-    # ComfyUI 0.3.75 has no taef2 and its Flux2 latent format is the 128-channel 2x2-patchified
-    # latent with an identity process_in: no host convention exists to copy. Identity assumed.
-    Variant("taef2", 32, True, "TAEF2 (FLUX.2)", LatentSpace("LatentFormat", "vae")),
+    # FLUX.2's LATENT (the Flux2 format: identity process_in) is taef2's latent folded 2x2 into
+    # 128 channels; core's taef2 (DecoderFlux2 / EncoderFlux2) unfolds it, unscaled.
+    Variant("taef2", 32, True, "TAEF2 (FLUX.2)", LatentSpace("Flux2", "vae", fold=2)),
 )}
 
 
@@ -206,7 +214,7 @@ def taesd_from_state_dict(sd: dict[str, torch.Tensor], name: str | None = None
         if model is not None:
             load_strict(model, half, label, what)
     parts = " and ".join(w for w, m in (("encoder", encoder), ("decoder", decoder)) if m is not None)
-    description = f"{variant.family} image {parts}, {channels}-channel latents"
+    description = f"{variant.family} image {parts}, {variant.latents}"
     if guessed and len(same_shape) > 1:
         description += f" ({' or '.join(same_shape)}: the file name did not say; {variant.name} assumed)"
     return encoder, decoder, description
@@ -236,7 +244,7 @@ def match(sd: StateDict, file_name: str) -> Match | NoMatch:
         return variant
     dec, enc = _split(sd)
     halves = " and ".join(h for h, t in (("encoder", enc), ("decoder", dec)) if t is not None)
-    return Match(variant.name, variant.space, f"{variant.family} image {halves}, {variant.latent_channels}-channel latents")
+    return Match(variant.name, variant.space, f"{variant.family} image {halves}, {variant.latents}")
 
 
 def build(sd: StateDict, file_name: str, found: Match) -> TinyAutoencoder:
@@ -250,7 +258,7 @@ FAMILY = Family(
     name=FAMILY_NAME, match=match, build=build, spaces={v.name: v.space for v in VARIANTS.values()},
     latent_sources={4: ("SD1.x, SD2.x, SDXL", "taesd_decoder / taesdxl_decoder (images)"),
                     16: ("SD3, FLUX.1", "taesd3_decoder / taef1_decoder (images)"),
-                    32: ("FLUX.2", "taef2_decoder (images)")},
+                    128: ("FLUX.2", "taef2_decoder (images)")},
     sources={prefix: "https://github.com/madebyollin/taesd"
              for prefix in ("taesd_", "taesdxl_", "taesd3_", "taef1_", "taef2_", "taesana_")},
 )

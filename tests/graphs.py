@@ -109,6 +109,23 @@ def wan_sampling_graph(taehv_name, width=64, height=48, length=13, steps=3, dim=
     return with_preview(g, preview, default_fps=16.0)
 
 
+def flux2_sampling_graph(taef2_name, size=64, batch=2, steps=3, preview=None, seed=None):
+    """A real KSampler on a tiny random FLUX.2-format model (TAESDVTest_TinyFlux2Model): `batch`
+    128-channel LATENTs of size/16, from Empty Flux 2 Latent; the taef2 file `taef2_name` (in
+    models/vae_approx) loaded and, optionally, previewing through it."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "big")
+    g = {
+        "1": loader(name=taef2_name),
+        "10": {"class_type": "TAESDVTest_TinyFlux2Model", "inputs": {"seed": 0}},
+        "11": {"class_type": "TAESDVTest_Conditioning", "inputs": {"seed": 1, "tokens": 8}},
+        "12": {"class_type": "EmptyFlux2LatentImage", "inputs": {"width": size, "height": size, "batch_size": batch}},
+        "13": ksampler(seed, steps),
+        "15": save_tensor("flux2_sampled", samples="13"),
+    }
+    return with_preview(g, preview, default_fps=8.0)
+
+
 def sampler_progress(run, sampler="13") -> list[int]:
     """The step numbers the sampler's progress messages reported. ComfyUI 0.33 sends the first and
     the last step always and those between at most one per 100 ms (comfy.utils.ProgressBar);

@@ -484,3 +484,35 @@ def test_the_global_switch_previews_a_wan_sampler_with_the_taehv_file_that_serve
     assert run.succeeded, run.error_text()
     clips = clip_events(run)  # 9 frames -> 3 latent frames -> 4*3-3 = 9 frames per step
     assert [(c["step"], c["frame_count"], c["frame_width"], c["fps"]) for c in clips] == [(1, 9, 64, 12), (2, 9, 64, 12)]
+
+
+# -- FLUX.2: 128-channel LATENTs, taef2's 32-channel latents folded 2x2 ---------------------------
+
+def random_taef2_decoder(seed):
+    """A taef2 decoder state dict (32 channels, the midblock GN pools), random weights."""
+    from taesdv_core.taesd import TAESDDecoder
+
+    torch.manual_seed(seed)
+    return TAESDDecoder(32, pooled=True).state_dict()
+
+
+@pytest.mark.parametrize("via", ["node", "global switch"])
+def test_a_flux2_sampler_previews_through_taef2(comfy, via):
+    # The sampler's x0 is FLUX.2's 128 channels at 1/16 size; taef2 decodes it unfolded, 16 px per
+    # latent pixel, each LATENT of the batch a frame of the clip.
+    name = f"taef2_preview_{via.replace(' ', '_')}.pth"  # beside taesdv.pth, which cannot serve FLUX.2
+    path = os.path.join(comfy.base, "models", "vae_approx", name)
+    torch.save(random_taef2_decoder(seed=5), path)
+    graph = graphs.flux2_sampling_graph(name, size=64, batch=2, steps=3,
+                                        preview={"budget_percent": 100.0} if via == "node" else None)
+    if via == "global switch":
+        assert comfy.post_json("/taesdv/preview/settings", {"enabled": True, "budget": 1.0})[0] == 200
+    try:
+        run = comfy.run(graph)
+    finally:
+        assert comfy.post_json("/taesdv/preview/settings", {"enabled": False, "budget": 0.05})[0] == 200
+        os.remove(path)  # the shared server's other tests list vae_approx
+    assert run.succeeded, run.error_text()
+    clips = clip_events(run)
+    assert [c["step"] for c in clips] == [1, 2, 3]
+    assert all((c["frame_count"], c["frame_width"], c["frame_height"]) == (2, 64, 64) for c in clips)

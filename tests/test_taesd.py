@@ -13,7 +13,8 @@ from comfy_host import COMFYUI as HOST  # the host under test (TAESDV_TEST_HOST)
 from helpers import SAME_FRAMES, frames_to_match, set_frame_by_frame
 from taesdv_core import CheckpointError, decode, encode
 from taesdv_core.family import Match, NoMatch
-from taesdv_core.families import FAMILIES
+from taesdv_core.families import FAMILIES, which_file_fits
+from taesdv_core.loading import autoencoder_from_state_dict
 from taesdv_core.taesd import FAMILY, VARIANTS, TAESDDecoder, TAESDEncoder, taesd_from_state_dict
 
 HOST_VARIANTS = ["taesd", "taesdxl", "taesd3", "taef1"]
@@ -160,6 +161,37 @@ def test_latent_mapping_reproduces_the_hosts_vae_decode_and_encode(host_taesd, k
         host_latent = host.encode(image * 2.0 - 1.0)  # VAE.process_input
     ours_latent = encode(encoder, image.unsqueeze(0))[0] / scale + shift
     assert rel_err(ours_latent, host_latent) < 1e-5
+
+
+def test_taef2_takes_and_gives_flux2s_latent_as_the_hosts_own_taef2(host_taesd):
+    """ComfyUI 0.33's taef2 (Load VAE's TAESD with 128 latent channels: DecoderFlux2 / EncoderFlux2,
+    no scale or shift) unfolds FLUX.2's 128-channel LATENT into taef2's 32 channels at twice the
+    size, and folds the encoder's output back. Ours through taef2's latent space does the same."""
+    if not hasattr(host_taesd, "DecoderFlux2"):
+        pytest.skip("this ComfyUI has no taef2 (0.33 has; 0.3.75 has not)")
+    host = host_taesd.TAESD(latent_channels=128)
+    randomize(host.taesd_decoder, 14), randomize(host.taesd_encoder, 15)
+    model = autoencoder_from_state_dict(
+        {k: t for k, t in host.state_dict().items() if k.startswith(("taesd_decoder.", "taesd_encoder."))}, "taef2")
+    encoder, decoder, space = model.encoder, model.decoder, model.decoder.latent_space
+    assert (space.format, space.input_space, space.fold) == ("Flux2", "vae", 2) and encoder.latent_space == space
+    assert "a LATENT of 128 channels, folded 2x2" in model.description
+    latent = torch.randn(3, 128, 4, 6, generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        host_image = torch.clamp((host.decode(latent) + 1.0) / 2.0, 0.0, 1.0)  # VAE.process_output
+    ours = decode(decoder, space.to_input(latent).unsqueeze(0))[0]
+    assert ours.shape == (3, 3, 64, 96) and rel_err(ours, host_image) < 1e-5  # 16 px per LATENT pixel
+    image = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(17))
+    with torch.no_grad():
+        host_latent = host.encode(image * 2.0 - 1.0)  # VAE.process_input
+    ours_latent = space.fold_back(encode(encoder, image.unsqueeze(0))[0])
+    assert ours_latent.shape == host_latent.shape == (2, 128, 2, 3) and rel_err(ours_latent, host_latent) < 1e-5
+
+
+def test_a_flux2_latent_is_pointed_to_taef2():
+    assert which_file_fits(128) == ("128-channel latents come from LTX-2, FLUX.2: load taeltx_2, taef2_decoder (images) "
+                                    "from models/vae_approx.")
+    assert "FLUX.2" not in which_file_fits(32)  # taef2's own width: no LATENT holds it
 
 
 def test_the_functional_reference_agrees_with_the_host(host_taesd):

@@ -119,6 +119,36 @@ class TestTinyWanModel(io.ComfyNode):
                                                               offload_device=mm.unet_offload_device()))
 
 
+class TestTinyFlux2Model(io.ComfyNode):
+    """A real FLUX.2-format image diffusion model (ComfyUI's own Flux2 model classes, the Flux2
+    latent format: 128-channel LATENTs at 1/16 size) with a tiny random transformer."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_TinyFlux2Model", category="testing",
+                         inputs=[io.Int.Input("seed", default=0)], outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, seed):
+        import comfy.model_management as mm
+        import comfy.model_patcher
+        import comfy.supported_models
+
+        # what comfy.model_detection reads from a FLUX.2 checkpoint, at a width of 64 (2 heads of 32)
+        unet_config = {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "patch_size": 1,
+                       "hidden_size": 64, "num_heads": 2, "axes_dim": [8, 8, 8, 8], "mlp_ratio": 3.0, "theta": 2000,
+                       "depth": 1, "depth_single_blocks": 1, "context_in_dim": 32, "vec_in_dim": None,
+                       "guidance_embed": False, "global_modulation": True, "mlp_silu_act": True, "qkv_bias": False,
+                       "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0, "txt_ids_dims": [3]}
+        model = comfy.supported_models.Flux2(unet_config).get_model({}, "", device="cpu")
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.01))
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                                              offload_device=mm.unet_offload_device()))
+
+
 class TestConditioning(io.ComfyNode):
     """Conditioning for the tiny model (context width 32), in place of a CLIP text encoder."""
 
@@ -412,7 +442,8 @@ class TestFillClientPipe(io.ComfyNode):
 
 class TestNodes(ComfyExtension):
     async def get_node_list(self):
-        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestTinyWanModel, TestConditioning, TestHookState,
+        return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestTinyWanModel, TestTinyFlux2Model, TestConditioning,
+                TestHookState,
                 TestInjectOutOfMemory, TestBreakPreview, TestAnyValue, TestServerStats, TestDeviceReport,
                 TestOutgoingQueue, TestFillClientPipe]
 

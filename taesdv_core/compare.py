@@ -11,9 +11,13 @@ length; rows say so in `note`.
 
 Memory: the side-by-side is allocated once, in ComfyUI's IMAGE layout, and each decoder's
 frames are written into its panel as they come: given as a Clip, a decoder's whole output never
-exists anywhere else. The metrics then read the panels in place, a frame at a time (metrics.py).
-So a comparison holds its side-by-side, one piece of frames and a few frames of metrics work;
-`free_bytes` refuses a side-by-side that cannot fit before anything is decoded.
+exists anywhere else. The metrics then read the panels in place, a band of rows at a time
+(metrics.py). So a comparison holds its side-by-side, one piece of frames and about a frame of
+metrics work: what it holds above the decoders' outputs is the same share of an output at any
+length (2 decoders, 512 px: 16% at 24 and 48 frames, 15% at 96, the label strips 10 of it;
+bench/compare_memory.py). The memory freed after each piece and before each metric is handed
+back to the system, or glibc would keep a varying, growing part of it resident. `free_bytes`
+refuses a side-by-side that cannot fit before anything is decoded.
 
 Peak memory: on CUDA, torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus
 the memory allocated before the call (tensors the decoder created and freed included). On
@@ -53,7 +57,10 @@ LABEL_STRIP = 14  # pixels per line of the label strip above each panel, at the 
 # A clip is decoded in about this many pieces (at least a latent frame each, at most a chunk of the
 # engine's): the piece held beside the side-by-side is then about 1/32 of one output, whatever
 # the clip's length. On accelerators short clips thus decode in shorter chunks than the engine's
-# preferred ones (a few % slower per frame, alike for every decoder of the table).
+# preferred ones (a few % slower per frame, alike for every decoder of the table). Each piece's
+# memory is handed back after it is written (_release_freed_memory): ~1 ms a piece, and the next
+# piece's pages are new (on a CPU, 512 px, 2-frame pieces: ~2.5 ms a frame in all, alike for
+# every decoder).
 PIECES = 32
 
 
@@ -86,16 +93,27 @@ def _proc_status_kb(field: str) -> int | None:
     return None
 
 
+def _release_freed_memory() -> None:
+    """Hand the memory freed in the heap back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    Once a large tensor is freed, glibc serves tensors up to its size from the heap instead of
+    mapping them, and keeps what they free resident; new ones then land partly on those pages,
+    partly on fresh ones. Over a clip's pieces that kept up to 18 MiB more resident for 96 frames
+    of 512 px, varying from run to run (bench/compare_memory.py). About 1 ms a call."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _reset_cpu_peak() -> int | None:
     """Reset VmHWM to the current RSS; return the RSS in bytes (None where unsupported).
 
-    glibc keeps freed memory resident, so a decode after another one would reuse it and show a
-    peak of 0: it is handed back first (malloc_trim), so each decoder's peak counts what it needs.
+    Freed memory that stays resident would let a decode after another one reuse it and show a
+    peak of 0: it is handed back first, so each decoder's peak counts what it needs (not on other
+    allocators than glibc's: peaks may then undercount reused memory).
     """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: peaks may then undercount reused memory
-        pass
+    _release_freed_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -211,14 +229,31 @@ class _Board:
         given = nonfinite = 0
         for piece in clip.pieces:
             piece = _ntchw(piece)
-            nonfinite += int((~torch.isfinite(piece)).sum())
-            kept = piece[:, :max(0, self.length - given)]
-            if kept.shape[1]:
-                target = panel[:, given:given + kept.shape[1]]
-                target.copy_(_resize(kept, self.size)).clamp_(0, 1)
+            nonfinite += self._write_piece(panel, given, piece)
             given += piece.shape[1]
-            del piece, kept  # not held while the next piece decodes
+            del piece  # not held while the next piece decodes
+            _release_freed_memory()
         return given, nonfinite
+
+    def _write_piece(self, panel: torch.Tensor, first: int, piece: torch.Tensor) -> int:
+        """Write piece (N, t, 3, h, w) into the panel from frame `first` on, a frame at a time, so
+        that a whole clip given as one piece (a reference) needs one frame's temporaries, not the
+        clip's. Returns the piece's NaN or infinite values."""
+        nonfinite = 0
+        for j in range(piece.shape[1]):
+            frame = piece[:, j:j + 1]
+            nonfinite += _nonfinite_values(frame)
+            if first + j < self.length:
+                panel[:, first + j:first + j + 1].copy_(_resize(frame, self.size)).clamp_(0, 1)
+        return nonfinite
+
+
+def _nonfinite_values(x: torch.Tensor) -> int:
+    """How many values of x are NaN or infinite. A finite sum shows there are none without a mask
+    of x's size; otherwise (or when the sum overflows) they are counted."""
+    if bool(torch.isfinite(x.sum())):
+        return 0
+    return x.numel() - int(torch.isfinite(x).sum())
 
 
 def side_by_side(panels: Sequence[tuple[str, torch.Tensor]]) -> torch.Tensor:
@@ -237,6 +272,15 @@ def side_by_side(panels: Sequence[tuple[str, torch.Tensor]]) -> torch.Tensor:
 
 def _finite(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 4)
+
+
+def _quality(metric: Callable[[torch.Tensor, torch.Tensor], float], panel: torch.Tensor,
+             reference_panel: torch.Tensor) -> float:
+    """metric(panel, reference_panel), after handing back the memory freed before it: each metric
+    allocates its work buffers anew, and they would otherwise land beside the resident pages that
+    the decodes and the metrics before it freed, adding up to a few MiB."""
+    _release_freed_memory()
+    return metric(panel, reference_panel)
 
 
 def _as_clip(frames: torch.Tensor | Clip) -> Clip:
@@ -336,9 +380,9 @@ def compare(decoders: Sequence[tuple[str, DecodeFn]], latents: torch.Tensor,
             "frames": int(total_frames),
             "ms_per_frame": round(1000 * seconds / max(total_frames, 1), 3),
             "peak_memory_mb": None if peak is None else round(peak / 2 ** 20, 1),
-            "psnr": _finite(metrics.psnr(panel, reference_panel)) if measurable else None,
-            "ssim": round(metrics.ssim(panel, reference_panel), 4) if measurable else None,
-            "flicker": round(metrics.flicker_index(panel, reference_panel), 5) if measurable else None,
+            "psnr": _finite(_quality(metrics.psnr, panel, reference_panel)) if measurable else None,
+            "ssim": round(_quality(metrics.ssim, panel, reference_panel), 4) if measurable else None,
+            "flicker": round(_quality(metrics.flicker_index, panel, reference_panel), 5) if measurable else None,
             "note": "; ".join(notes),
         })
     return board.frames[:, :length].permute(0, 1, 4, 2, 3), rows

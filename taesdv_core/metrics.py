@@ -4,9 +4,9 @@ Layout: frames NTCHW or TCHW, RGB in [0, 1], decoded and reference of the same s
 strides: views into a larger tensor are read in place). All metrics average over the N clips
 and T frames; results are Python floats.
 
-Memory: every metric reads one frame at a time (SSIM one band of rows at a time) and sums in
-float64, so it holds a few frames' worth whatever the clip's length: whole-clip float64 SSIM
-needed about 90 times the clip.
+Memory: every metric reads one band of rows of one frame at a time and sums in float64, so it
+holds a few MiB whatever the clip's length and frame size: whole-clip float64 SSIM needed about
+90 times the clip, and a whole frame's float64 sum about 3 frames (9 MiB at 512x512).
 """
 from __future__ import annotations
 
@@ -17,10 +17,19 @@ import torch
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # C1 = (K1 L)^2, C2 = (K2 L)^2 with L = 1 (data range)
-# SSIM map positions per band (rows of one channel): ~20 float64 planes of a band are alive at
-# once (inputs, 5 stacked planes and their 2 blur passes, terms), so a band needs ~5 MiB whatever
-# the frame size.
+# Bands of rows are at most this many values (SSIM: map positions of one channel; PSNR and the
+# flicker index: values of all channels) and at most 1/BAND_SHARE of a frame's rows. SSIM's work
+# buffers hold 10 float64 planes of a band and its window's margin: 2.6 MiB at 512x512, about a
+# float32 frame's size or less at any size from 128 px up, so that they add no more than a frame
+# to what a comparison holds; PSNR's and the flicker index's buffer is at most 0.5 MiB.
 SSIM_BAND_VALUES = 2 ** 15
+BAND_VALUES = 2 ** 16
+BAND_SHARE = 8
+
+
+def _band_rows(rows: int, values_per_row: int, most_values: int) -> int:
+    """Rows per band: at most `most_values` values and 1/BAND_SHARE of `rows`, at least 1."""
+    return max(1, min(most_values // values_per_row, rows // BAND_SHARE))
 
 
 def _ntchw(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -39,18 +48,35 @@ def _pair(decoded, reference):
 
 
 def _frames(*clips: torch.Tensor):
-    """The frames (C, H, W) of the clips side by side, one (n, t) at a time, as float32."""
+    """The frames (C, H, W) of the clips side by side, one (n, t) at a time (views)."""
     n, t = clips[0].shape[:2]
     for i in range(n):
         for j in range(t):
-            yield tuple(c[i, j].to(clips[0].device, torch.float32) for c in clips)
+            yield tuple(c[i, j] for c in clips)
+
+
+def _difference_sums(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> list[float]:
+    """Per frame of a and b (N, T, C, H, W), in (n, t) order: the sum of (a - b)^2, or of |a - b|
+    when `absolute`, in float64. The difference is taken in float32 a band of rows at a time into
+    one float64 buffer, reused for every band of every frame."""
+    c, h, w = a.shape[2:]
+    rows = _band_rows(h, c * w, BAND_VALUES)
+    buffer = torch.empty((c, rows, w), dtype=torch.float64, device=a.device)
+    sums = []
+    for x, y in _frames(a, b):
+        total = 0.0
+        for r in range(0, h, rows):
+            band = buffer[:, :min(rows, h - r)]
+            torch.sub(x[:, r:r + rows].float(), y[:, r:r + rows].to(a.device, torch.float32), out=band)
+            total += float((band.abs_() if absolute else band.square_()).sum())
+        sums.append(total)
+    return sums
 
 
 def psnr_per_frame(decoded: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """(N, T) PSNR of each frame in dB (inf where a frame is identical)."""
     a, b = _pair(decoded, reference)
-    mse = torch.tensor([float((x - y).square_().sum(dtype=torch.float64)) / x.numel() for x, y in _frames(a, b)],
-                       dtype=torch.float64)
+    mse = torch.tensor(_difference_sums(a, b), dtype=torch.float64) / a[0, 0].numel()
     return (10 * torch.log10(1.0 / mse)).float().reshape(a.shape[:2])
 
 
@@ -60,7 +86,7 @@ def psnr(decoded: torch.Tensor, reference: torch.Tensor) -> float:
     Identical clips give inf.
     """
     a, b = _pair(decoded, reference)
-    squared = sum(float((x - y).square_().sum(dtype=torch.float64)) for x, y in _frames(a, b))
+    squared = sum(_difference_sums(a, b))
     mse = squared / a.numel()
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
@@ -72,29 +98,44 @@ def _gaussian_taps(size: int, sigma: float, device) -> torch.Tensor:
     return g / g.sum()
 
 
-def _blur(z: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
-    """z filtered along `dim` by `taps` at 'valid' positions: a weighted sum of shifted views, which
-    needs only its output (float64 conv2d unfolds its input, ~11x the band)."""
-    length = z.shape[dim] - taps.numel() + 1
-    out = z.narrow(dim, 0, length) * taps[0]
+def _blur(z: torch.Tensor, taps: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
+    """z filtered along `dim` by `taps` at 'valid' positions, written into `out` (as long as the
+    valid positions along `dim`): a weighted sum of shifted views, which needs no memory but its
+    output (float64 conv2d unfolds its input, ~11x the band)."""
+    length = out.shape[dim]
+    torch.mul(z.narrow(dim, 0, length), taps[0], out=out)
     for i in range(1, taps.numel()):
         out.add_(z.narrow(dim, i, length), alpha=float(taps[i]))
     return out
 
 
-def _ssim_map_sum(x: torch.Tensor, y: torch.Tensor, taps: torch.Tensor) -> float:
+def _ssim_map_sum(x: torch.Tensor, y: torch.Tensor, taps: torch.Tensor, planes: torch.Tensor,
+                  columns: torch.Tensor) -> float:
     """Sum of the SSIM map of two (h, w) images ('valid' positions of the Gaussian window whose
     1-D taps are `taps`), in float64: the variances are differences of nearly equal terms, which
     float32 gets wrong by ~1e-4 of SSIM. The window is separable: a column pass and a row pass
-    (2 x 11 taps, not 121) over the five planes stacked."""
-    x, y = x.double(), y.double()
-    planes = torch.stack([x, y, x * x, y * y, x * y])
-    mu_x, mu_y, xx, yy, xy = _blur(_blur(planes, taps, 1), taps, 2)
-    var_x = xx - mu_x ** 2
-    var_y = yy - mu_y ** 2
-    cov = xy - mu_x * mu_y
+    (2 x 11 taps, not 121) over the five planes stacked.
+
+    planes (5, >= h, w) and columns (5, >= h - size + 1, w): float64 buffers reused band after
+    band, so that no band allocates. They hold the five planes and their column pass; the row
+    pass goes back into the planes' buffer (the planes are done with), the terms are formed in
+    place there, and the product of the means goes into the column pass's buffer.
+    """
+    h, w = x.shape
+    margin = taps.numel() - 1
+    planes, columns = planes[:, :h], columns[:, :h - margin]
+    planes[0], planes[1] = x, y
+    torch.mul(planes[0], planes[0], out=planes[2])
+    torch.mul(planes[1], planes[1], out=planes[3])
+    torch.mul(planes[0], planes[1], out=planes[4])
+    _blur(planes, taps, 1, out=columns)
+    mu_x, mu_y, xx, yy, xy = _blur(columns, taps, 2, out=planes[:, :h - margin, :w - margin])
+    mu_xy = torch.mul(mu_x, mu_y, out=columns[0, :, :w - margin])
+    mu_xx, mu_yy = mu_x.square_(), mu_y.square_()
     c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
-    smap = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    contrast = xx.sub_(mu_xx).add_(yy.sub_(mu_yy)).add_(c2)  # var_x + var_y + C2
+    structure = xy.sub_(mu_xy).mul_(2).add_(c2)  # 2 cov + C2
+    smap = mu_xy.mul_(2).add_(c1).mul_(structure).div_(mu_xx.add_(mu_yy).add_(c1).mul_(contrast))
     return float(smap.sum())
 
 
@@ -114,8 +155,11 @@ def ssim_per_frame(decoded: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     size -= 1 - size % 2
     taps = _gaussian_taps(size, SSIM_SIGMA, a.device)
     rows_out = h - size + 1  # map rows
-    band = max(1, SSIM_BAND_VALUES // w)
-    sums = [sum(_ssim_map_sum(x[ch, r:r + band + size - 1], y[ch, r:r + band + size - 1], taps)
+    band = _band_rows(rows_out, w, SSIM_BAND_VALUES)
+    planes = torch.empty((5, band + size - 1, w), dtype=torch.float64, device=a.device)
+    columns = torch.empty((5, band, w), dtype=torch.float64, device=a.device)
+    sums = [sum(_ssim_map_sum(x[ch, r:r + band + size - 1], y[ch, r:r + band + size - 1].to(a.device), taps,
+                              planes, columns)
                 for ch in range(c) for r in range(0, rows_out, band))
             for x, y in _frames(a, b)]
     return (torch.tensor(sums, dtype=torch.float64) / (c * rows_out * (w - size + 1))).float().reshape(n, t)
@@ -132,8 +176,7 @@ def temporal_change(frames: torch.Tensor) -> float:
     x = _ntchw(frames, "frames")
     if x.shape[1] < 2:
         return 0.0
-    change = sum(float((now - before).abs_().sum(dtype=torch.float64))
-                 for now, before in _frames(x[:, 1:], x[:, :-1]))
+    change = sum(_difference_sums(x[:, 1:], x[:, :-1], absolute=True))
     return change / x[:, 1:].numel()
 
 

@@ -140,6 +140,10 @@ class TestTinyFlux2Model(io.ComfyNode):
                        "depth": 1, "depth_single_blocks": 1, "context_in_dim": 32, "vec_in_dim": None,
                        "guidance_embed": False, "global_modulation": True, "mlp_silu_act": True, "qkv_bias": False,
                        "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0, "txt_ids_dims": [3]}
+        import dataclasses
+        import comfy.ldm.flux.model
+        if "txt_ids_dims" not in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
+            del unet_config["txt_ids_dims"]  # ComfyUI 0.3.75's FLUX.2 has no such setting
         model = comfy.supported_models.Flux2(unet_config).get_model({}, "", device="cpu")
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -161,7 +165,8 @@ class TestConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, seed, tokens=77):
         g = torch.Generator().manual_seed(seed)
-        return io.NodeOutput([[torch.randn(1, tokens, 32, generator=g), {}]])
+        # pooled_output: ComfyUI 0.3.75's FLUX models read it whatever their config (the others ignore it)
+        return io.NodeOutput([[torch.randn(1, tokens, 32, generator=g), {"pooled_output": torch.zeros(1, 32)}]])
 
 
 class TestHookState(io.ComfyNode):

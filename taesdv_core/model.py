@@ -26,13 +26,17 @@ SPACE = LatentSpace("SD15", "model", SD_LATENT_SCALE)
 WIDTH = 64  # channels of every hidden layer
 
 
-class TAESDVEncoder(ChunkEncoder):
-    """Frames (N, T, 3, H, W) in [0, 1] -> latents (N, T, 4, H/8, W/8), each frame on its own."""
+class _TAESDVHalf:
+    """What TAESDV's encoder and decoder both declare (ChunkEncoder / ChunkDecoder attributes)."""
 
     family = "TAESDV"
     latent_space = SPACE
     latent_channels = LATENT_CHANNELS
     spatial_scale = SPATIAL_SCALE
+
+
+class TAESDVEncoder(_TAESDVHalf, ChunkEncoder):
+    """Frames (N, T, 3, H, W) in [0, 1] -> latents (N, T, 4, H/8, W/8), each frame on its own."""
 
     def __init__(self):
         n = WIDTH
@@ -45,13 +49,8 @@ class TAESDVEncoder(ChunkEncoder):
         )
 
 
-class TAESDVDecoder(ChunkDecoder):
+class TAESDVDecoder(_TAESDVHalf, ChunkDecoder):
     """Latents (N, T, 4, h, w) -> frames (N, T, 3, 8h, 8w), with memory; see ChunkDecoder."""
-
-    family = "TAESDV"
-    latent_space = SPACE
-    latent_channels = LATENT_CHANNELS
-    spatial_scale = SPATIAL_SCALE
 
     def __init__(self):
         n = WIDTH

@@ -8,9 +8,14 @@ classes by a test node: an SD1.5-format UNet previewed through TAESDV (`--model 
 TAESDVTest_TinySD15Model; --channels is its width), or a Wan 2.1-format video transformer
 previewed through a TAEHV file (`--model wan`, TAESDVTest_TinyWanModel; --channels is its dim,
 --frames the video length, so 25 frames are 7 latent frames). Its width sets the cost of a step.
-Runs with and without the preview node alternate; prints medians, and for TAEHV how many
-previews were whole clips and how many the cheaper variants (every 4th frame, then also at
-latent size). Writes bench/results/preview-overhead[-wan].json.
+Every preview setting runs twice: previews in fp32 and in dtype auto (what previews always use:
+bf16 on CPUs with native bf16, else fp32; the header names the CPU and what auto is there). The
+fp32 previews go through a test-only node (TAESDVTest_PreviewDtype), so both run in one server
+on the same model; the product has no preview dtype setting. Runs of every setting alternate;
+prints medians per dtype: sampler wall time, overhead against no previews, previews per run,
+ms per preview, and for TAEHV how many previews (all runs together) were whole clips and how
+many the cheaper variants (every 4th frame, then also at latent size). Writes
+bench/results/preview-overhead[-wan].json.
 """
 import argparse
 import json
@@ -21,12 +26,14 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import torch  # noqa: E402
 
 import graphs  # noqa: E402
 from comfy_host import ComfyHost  # noqa: E402
+from taesdv_core.precision import auto_dtype, describe_cpu  # noqa: E402
 from reference_taehv import random_state_dict  # noqa: E402
 from reference_taesdv import official_layout_state_dict  # noqa: E402
 
@@ -79,11 +86,15 @@ def main():
     else:
         torch.save(official_layout_state_dict(), os.path.join(vae_approx, "taesdv.pth"))
     host.start()
-    results = {"config": vars(args), "runs": []}
+    auto = str(auto_dtype("cpu")).split(".")[-1]
+    results = {"config": {**vars(args), "cpu": describe_cpu(), "auto_dtype": auto, "torch": torch.__version__},
+               "runs": []}
     try:
-        settings = [("off", None), ("defaults (5%, 256 px)", {"budget_percent": 5.0, "max_size": 256}),
+        previews = [("defaults (5%, 256 px)", {"budget_percent": 5.0, "max_size": 256}),
                     ("5%, 128 px", {"budget_percent": 5.0, "max_size": 128}),
                     ("every step (100%, 256 px)", {"budget_percent": 100.0, "max_size": 256})]
+        settings = [("off", "-", None)] + [(name, dtype, {**preview, "dtype": dtype})
+                                           for name, preview in previews for dtype in ("fp32", "auto")]
         if wan:
             def graph(preview=None):
                 return graphs.wan_sampling_graph(TAEHV_FILE, width=args.size, height=args.size, length=args.frames,
@@ -92,32 +103,34 @@ def main():
             def graph(preview=None):
                 return graphs.sampling_graph(frames=args.frames, size=args.size, steps=args.steps,
                                              channels=args.channels, preview=preview)
-        host.run(graph())  # warm-up: model build, allocator
-        samples = {name: [] for name, _ in settings}
-        clips_of = {name: [] for name, _ in settings}
+        for dtype in ("fp32", "auto"):  # warm-up: model build, allocator, each dtype's preview decoders
+            host.run(graph({"budget_percent": 100.0, "dtype": dtype}))
+        samples = {(name, dtype): [] for name, dtype, _ in settings}
+        clips_of = {(name, dtype): [] for name, dtype, _ in settings}
         for _ in range(args.repeats):
-            for name, preview in settings:
+            for name, dtype, preview in settings:
                 seconds, clips = sampler_seconds(host, graph(preview))
-                samples[name].append(seconds)
-                clips_of[name].append(clips)
-        off = statistics.median(samples["off"])
+                samples[name, dtype].append(seconds)
+                clips_of[name, dtype].append(clips)
+        off = statistics.median(samples["off", "-"])
         model = f"tiny Wan 2.1 dim {args.channels} + TAEHV" if wan else f"tiny SD1.5 UNet width {args.channels} + TAESDV"
         print(f"KSampler, {args.frames} frames of {args.size}x{args.size} px, {args.steps} steps, {model}, "
-              f"CPU, median of {args.repeats}")
-        print(f"{'previews':28s} {'sampler s':>10s} {'overhead':>9s} {'previews/run':>13s} {'ms/preview':>11s} "
-              f"{'whole/every 4th/small':>22s}")
-        for name, _ in settings:
-            med = statistics.median(samples[name])
-            every = [c for run in clips_of[name] for c in run]
+              f"median of {args.repeats}; {describe_cpu()}, preview dtype auto = {auto}")
+        print(f"{'previews':28s} {'dtype':>6s} {'sampler s':>10s} {'overhead':>9s} {'previews/run':>13s} "
+              f"{'ms/preview':>11s} {'whole/every 4th/small':>22s}")
+        for name, dtype, _ in settings:
+            med = statistics.median(samples[name, dtype])
+            every = [c for run in clips_of[name, dtype] for c in run]
             kinds = [sum(1 for c in every if kind(c) == k) for k in ("whole", "every 4th", "small")]
-            row = {"setting": name, "sampler_seconds": med, "overhead": med / off - 1,
-                   "previews_per_run": statistics.median(len(run) for run in clips_of[name]),
+            row = {"setting": name, "dtype": dtype if dtype != "auto" else f"auto ({auto})", "sampler_seconds": med,
+                   "overhead": med / off - 1,
+                   "previews_per_run": statistics.median(len(run) for run in clips_of[name, dtype]),
                    "ms_per_preview": statistics.median(c["decode_ms"] for c in every) if every else None,
-                   "previews_whole_every4th_small": kinds, "all": samples[name]}
+                   "previews_whole_every4th_small": kinds, "all": samples[name, dtype]}
             results["runs"].append(row)
             ms = f"{row['ms_per_preview']:.0f}" if row["ms_per_preview"] else "-"
-            print(f"{name:28s} {med:10.2f} {100 * row['overhead']:+8.1f}% {row['previews_per_run']:13.0f} {ms:>11s} "
-                  f"{'/'.join(map(str, kinds)):>22s}")
+            print(f"{name:28s} {dtype:>6s} {med:10.2f} {100 * row['overhead']:+8.1f}% {row['previews_per_run']:13.0f} "
+                  f"{ms:>11s} {'/'.join(map(str, kinds)):>22s}")
     finally:
         host.stop()
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)

@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -126,11 +127,19 @@ def sprite_sheet(frames: torch.Tensor, quality: int = 80) -> tuple["PIL.Image.Im
 
 
 def assumed_throughput(device: torch.device) -> float:
-    """A deliberately low FLOP/s guess, used only to predict the very first preview's cost.
+    """A deliberately low FLOP/s guess, used only before a decoder's first preview has been timed.
 
-    About half of what bench/ measures on CPUs (~125 GFLOP/s per thread pair here); GPUs far exceed it.
+    Well below what previews measure on this project's CPU (an fp32 TAEHV clip: ~250 GFLOP/s on
+    one thread, counting the official layers' multiply-adds; bf16 about twice that); GPUs far exceed it.
     """
     return 6e10 * max(1, torch.get_num_threads()) if device.type == "cpu" else 5e12
+
+
+# decoder -> running mean of its previews' seconds per FLOP (the decode and the work charged
+# after it). Kept across sampling runs for as long as the decoder lives (the loader's preview
+# copies live with the loaded file), so each run predicts its first previews at the speed this
+# machine showed for that decoder in its dtype (bf16 where auto picks it), not at the guess.
+SECONDS_PER_FLOP: "weakref.WeakKeyDictionary[torch.nn.Module, float]" = weakref.WeakKeyDictionary()
 
 
 class Previewer:
@@ -139,8 +148,9 @@ class Previewer:
     decoders: the decoder, or a list of variants of it from the full output to the cheapest
     (TAEHV without time upscaling, then without spatial upscaling too). Each step uses the
     first variant whose predicted cost fits the budget: full clips while they are affordable,
-    cheaper ones instead of none. A variant's cost is predicted from its last previews; before
-    its first, from its FLOPs at the speed the other variants' previews showed. Every variant
+    cheaper ones instead of none. A variant's cost is its FLOPs at the speed its own previews
+    showed, in this run or an earlier one (SECONDS_PER_FLOP); before its first, at the speed of
+    the newest preview of another variant; before any, at `assumed_throughput`. Every variant
     decodes the same latent grid (the one that gives the full decoder's frames at preview
     size), so a variant without spatial upscaling gives smaller frames rather than decoding
     more latent pixels.
@@ -164,15 +174,17 @@ class Previewer:
         self.interrupt_types = interrupt_types
         self.disabled_reason: str | None = None
         self.out_of_memory_count = 0
-        self.measured_cost: dict[int, float] = {}  # variant index -> running mean of its cost
         self.seconds_per_flop: float | None = None  # measured by the newest preview, any variant
         self.last_variant: int | None = None
+        self._newest: tuple[torch.nn.Module, float, float] | None = None  # its decoder, FLOPs, weight in the mean
 
     def charge(self, seconds: float) -> None:
-        """Count other per-preview work done on the sampler's thread (encoding, sending) in the budget."""
+        """Count other per-preview work done on the sampler's thread (encoding, sending) in the
+        budget and in the speed of the decoder that made the newest preview."""
         self.budget.spent += seconds
-        if self.last_variant is not None:
-            self.measured_cost[self.last_variant] += seconds
+        if self._newest is not None:
+            decoder, flops, weight = self._newest
+            SECONDS_PER_FLOP[decoder] += weight * seconds / flops
 
     def flops(self, variant: int, clip_latents: torch.Tensor) -> float:
         """Estimated floating-point operations of decoding `clip_latents` with a variant."""
@@ -182,22 +194,24 @@ class Previewer:
         return n * t * d.time_scale * d.flops_per_frame(hh, ww)
 
     def predicted_cost(self, variant: int, clip_latents: torch.Tensor) -> float:
-        """Seconds a preview with this variant will take: its own measured mean once it has run;
-        before, its FLOPs at the speed measured on the other variants' previews (at an assumed,
-        deliberately low speed before any)."""
-        if variant in self.measured_cost:
-            return self.measured_cost[variant]
-        if self.seconds_per_flop is None:
-            device = next(self.variants[variant].parameters()).device
-            return self.flops(variant, clip_latents) / assumed_throughput(device)
-        return self.flops(variant, clip_latents) * self.seconds_per_flop
+        """Seconds a preview with this variant will take: its FLOPs at the speed its own previews
+        showed (this run or an earlier one); before its first, at the speed the newest preview of
+        another variant showed (at an assumed, deliberately low speed before any)."""
+        decoder = self.variants[variant]
+        speed = SECONDS_PER_FLOP.get(decoder, self.seconds_per_flop)
+        if speed is None:
+            return self.flops(variant, clip_latents) / assumed_throughput(next(decoder.parameters()).device)
+        return self.flops(variant, clip_latents) * speed
 
     def _record(self, variant: int, cost: float, flops: float) -> None:
         self.budget.record(cost)
-        previous = self.measured_cost.get(variant)
-        self.measured_cost[variant] = cost if previous is None else 0.5 * (previous + cost)
-        self.seconds_per_flop = cost / max(flops, 1.0)
+        decoder, flops = self.variants[variant], max(flops, 1.0)
+        previous = SECONDS_PER_FLOP.get(decoder)
+        weight = 1.0 if previous is None else 0.5  # the first sample, then a running mean
+        SECONDS_PER_FLOP[decoder] = weight * cost / flops + (1 - weight) * (previous or 0.0)
+        self.seconds_per_flop = cost / flops
         self.last_variant = variant
+        self._newest = (decoder, flops, weight)
 
     def render(self, step: int, total_steps: int, x0: torch.Tensor) -> PreviewClip | None:
         if self.disabled_reason is not None:

@@ -60,10 +60,15 @@ def ksampler(seed, steps):
 
 def with_preview(g, preview, default_fps):
     """`g` with node 20, TAESDV Latent Preview of loader 1 on model 10, feeding the sampler 13
-    (unchanged when preview is None; its keys: max_size, fps, budget_percent)."""
+    (unchanged when preview is None; its keys: max_size, fps, budget_percent, and dtype: "fp32"
+    previews through TAESDVTest_PreviewDtype (node 21) in fp32 instead of dtype auto)."""
     if preview is not None:
+        taesdv = ["1", 0]
+        if "dtype" in preview:
+            g["21"] = {"class_type": "TAESDVTest_PreviewDtype", "inputs": {"taesdv": taesdv, "dtype": preview["dtype"]}}
+            taesdv = ["21", 0]
         g["20"] = {"class_type": "TAESDVLatentPreview", "inputs": {
-            "model": ["10", 0], "taesdv": ["1", 0], "max_size": preview.get("max_size", 256),
+            "model": ["10", 0], "taesdv": taesdv, "max_size": preview.get("max_size", 256),
             "fps": preview.get("fps", default_fps), "budget_percent": preview.get("budget_percent", 100.0)}}
         g["13"]["inputs"]["model"] = ["20", 0]
     return g

@@ -15,7 +15,8 @@ from PIL import Image
 import graphs
 from helpers import ROOT, random_image_taesd
 from taesdv_core import decode, model_from_state_dict
-from taesdv_core.preview import PreviewBudget, Previewer, PreviewSettings, preview_latents, sprite_sheet
+from taesdv_core.preview import (SECONDS_PER_FLOP, PreviewBudget, Previewer, PreviewSettings, assumed_throughput,
+                                  preview_latents, sprite_sheet)
 
 ARTIFACTS = os.path.join(ROOT, "test-artifacts")
 
@@ -308,6 +309,12 @@ def slow_by(decoder, clock, seconds):
     decoder.forward_chunk = forward_chunk
 
 
+def as_if_measured(previewer, variant, x0, seconds):
+    """Let earlier previews have shown that `variant` decodes `x0` in `seconds`."""
+    latents = preview_latents(x0, previewer.max_size, previewer.decoder.spatial_scale)
+    SECONDS_PER_FLOP[previewer.variants[variant]] = seconds / previewer.flops(variant, latents)
+
+
 def test_time_spent_sending_counts_in_the_budget(state_dict):
     decoder = model_from_state_dict(state_dict).decoder
     clock = FakeClock()
@@ -331,12 +338,14 @@ def test_a_cheaper_variant_previews_when_the_full_one_does_not_fit(state_dict):
     previewer = Previewer([full, cheap], PreviewSettings(budget=0.1), clock=clock)
     slow_by(full, clock, 5.0)
     slow_by(cheap, clock, 0.5)
-    previewer.measured_cost.update({0: 5.0, 1: 0.5})  # as measured by earlier previews
+    x0 = torch.randn(1, 4, 2, 2)
+    as_if_measured(previewer, 0, x0, 5.0)
+    as_if_measured(previewer, 1, x0, 0.5)
     clock.now += 10.0  # 10% of 10 s of sampling: 1 s of previews allowed
-    clip = previewer.render(0, 4, torch.randn(1, 4, 2, 2))
+    clip = previewer.render(0, 4, x0)
     assert clip is not None and previewer.last_variant == 1
     clock.now += 100.0
-    assert previewer.render(1, 4, torch.randn(1, 4, 2, 2)) is not None and previewer.last_variant == 0
+    assert previewer.render(1, 4, x0) is not None and previewer.last_variant == 0
 
 
 def test_a_taehv_clip_the_budget_cannot_afford_plays_one_frame_per_latent_frame_then_at_latent_size():
@@ -350,7 +359,7 @@ def test_a_taehv_clip_the_budget_cannot_afford_plays_one_frame_per_latent_frame_
     x0 = torch.randn(1, 16, 4, 8, 8)  # a Wan x0: [B, C, T, h, w], 4 latent frames (13 frames in full)
     for i, (variant, seconds) in enumerate(((full, 5.0), (no_time, 0.8), (no_time_or_space, 0.1))):
         slow_by(variant, clock, seconds / 4)  # per latent frame: the CPU decodes frame by frame
-        previewer.measured_cost[i] = seconds
+        as_if_measured(previewer, i, x0, seconds)
     clock.now += 10.0  # 10% of 10 s of sampling: 1 s of previews allowed
     clip = previewer.render(0, 4, x0)
     assert (clip.variant, clip.frame_step, tuple(clip.frames.shape)) == (1, 4, (4, 3, 64, 64))
@@ -373,11 +382,32 @@ def test_a_variant_that_has_not_run_yet_is_predicted_at_the_speed_the_others_sho
     latents = preview_latents(x0, 64)
     slow_by(variants[0], clock, 1.0)  # the CPU is far slower than assumed: 2 s for the whole clip
     previewer.render(0, 4, x0)
-    speed = previewer.measured_cost[0] / previewer.flops(0, latents)
+    speed = SECONDS_PER_FLOP[variants[0]]
+    assert speed == pytest.approx(2.0 / previewer.flops(0, latents))
     for i in (1, 2):  # not run yet: their FLOPs at the measured speed, not at the assumed one
         assert previewer.predicted_cost(i, latents) == pytest.approx(previewer.flops(i, latents) * speed)
     assert previewer.flops(0, latents) > previewer.flops(1, latents) > previewer.flops(2, latents)
 
+
+def test_a_new_sampling_run_predicts_its_previews_at_the_speed_the_decoder_showed_before(state_dict):
+    # Each run makes a new Previewer over the same preview decoders (one per device and dtype: a
+    # bf16 copy decodes about twice as fast as an fp32 one on CPUs with native bf16). Its first
+    # previews are predicted from what that decoder measured, not restarted from the assumed speed.
+    decoder, other = model_from_state_dict(state_dict).decoder, model_from_state_dict(state_dict).decoder
+    clock = FakeClock()
+    slow_by(decoder, clock, 0.25)
+    x0 = torch.randn(2, 4, 8, 8)
+    first_run = Previewer(decoder, PreviewSettings(budget=1.0), clock=clock)
+    cost = first_run.render(0, 4, x0).decode_seconds
+    first_run.charge(0.1)  # sending it
+    latents = preview_latents(x0, 256)
+    next_run = Previewer(decoder, PreviewSettings(budget=1.0), clock=clock)
+    assert next_run.predicted_cost(0, latents) == pytest.approx(cost + 0.1)
+    smaller = preview_latents(x0, 32)  # another size costs its FLOPs at that speed
+    assert next_run.predicted_cost(0, smaller) == pytest.approx(
+        (cost + 0.1) * next_run.flops(0, smaller) / next_run.flops(0, latents))
+    unmeasured = Previewer(other, PreviewSettings(budget=1.0), clock=clock)
+    assert unmeasured.predicted_cost(0, latents) == unmeasured.flops(0, latents) / assumed_throughput(torch.device("cpu"))
 
 # -- the newest clip over HTTP, for third-party clients ------------------------------------------
 

@@ -1,4 +1,6 @@
 """Test-only nodes (never shipped): inputs the real graph needs where no model weights exist."""
+import weakref
+
 import torch
 from comfy_api.latest import ComfyExtension, io
 
@@ -257,6 +259,44 @@ class TestBreakPreview(io.ComfyNode):
         return io.NodeOutput(broken)
 
 
+
+class TestPreviewDtype(io.ComfyNode):
+    """This TAESDV with its live previews in fp32 instead of dtype auto (bf16 on CPUs with native
+    bf16), so one server can time both (bench/preview_overhead.py); "auto" passes it on unchanged.
+    The fp32 copies are built once per loaded file and device, as the loader builds its auto ones."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TAESDVTest_PreviewDtype", category="testing",
+                         inputs=[TAESDV.Input("taesdv"), io.Combo.Input("dtype", options=["auto", "fp32"])],
+                         outputs=[TAESDV.Output()])
+
+    @classmethod
+    def execute(cls, taesdv, dtype):
+        import copy
+        import functools
+
+        if dtype == "auto":
+            return io.NodeOutput(taesdv)
+        fixed = copy.copy(taesdv)
+        fixed.preview_decoders = functools.partial(_fp32_preview_decoders, taesdv)
+        return io.NodeOutput(fixed)
+
+
+def _fp32_preview_decoders(taesdv, device):
+    """As ManagedAutoencoder.preview_decoders, in fp32: the decoder, then its cheaper variants."""
+    import copy
+
+    key = str(device)
+    decoders = _FP32_PREVIEW_DECODERS.setdefault(taesdv, {})
+    if key not in decoders:
+        full = copy.deepcopy(taesdv.decoder).to(device=device, dtype=torch.float32)
+        decoders[key] = [full, *full.cheaper_variants()]
+    return decoders[key]
+
+
+_FP32_PREVIEW_DECODERS = weakref.WeakKeyDictionary()  # loaded TAESDV -> {device: fp32 preview decoders}
+
 class TestAnyValue(io.ComfyNode):
     """Any value for the fuzz test, as LATENT, IMAGE, TAESDV and MODEL at once: a tensor of the given
     shape, dtype and fill, wrapped as `wrap` says."""
@@ -449,7 +489,7 @@ class TestNodes(ComfyExtension):
     async def get_node_list(self):
         return [TestLatentClip, TestLatentStats, TestTinySD15Model, TestTinyWanModel, TestTinyFlux2Model, TestConditioning,
                 TestHookState,
-                TestInjectOutOfMemory, TestBreakPreview, TestAnyValue, TestServerStats, TestDeviceReport,
+                TestInjectOutOfMemory, TestBreakPreview, TestPreviewDtype, TestAnyValue, TestServerStats, TestDeviceReport,
                 TestOutgoingQueue, TestFillClientPipe]
 
 

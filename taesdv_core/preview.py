@@ -75,9 +75,17 @@ class PreviewBudget:
         self.started = clock()
         self.spent = 0.0
 
+    def sampling_time(self) -> float:
+        return max((self.clock() - self.started) - self.spent, 0.0)
+
     def allow(self, cost: float) -> bool:
-        sampling_time = (self.clock() - self.started) - self.spent
-        return self.fraction >= 1.0 or (self.spent + cost) <= self.fraction * max(sampling_time, 0.0)
+        return self.fraction >= 1.0 or (self.spent + cost) <= self.fraction * self.sampling_time()
+
+    def for_the_run(self, steps_done: int, total_steps: int) -> float:
+        """Seconds of previews the whole run will allow, if its steps go on taking what they took."""
+        if self.fraction >= 1.0:
+            return float("inf")
+        return self.fraction * self.sampling_time() * total_steps / max(steps_done, 1)
 
     def record(self, cost: float) -> None:
         self.spent += cost
@@ -142,13 +150,18 @@ def assumed_throughput(device: torch.device) -> float:
 SECONDS_PER_FLOP: "weakref.WeakKeyDictionary[torch.nn.Module, float]" = weakref.WeakKeyDictionary()
 
 
+# The fullest variant a run's budget affords this many times is waited for (see Previewer._choose).
+PREVIEWS_PER_RUN = 4
+
+
 class Previewer:
     """Turns each step's x0 into a `PreviewClip`, or None when the budget says skip.
 
     decoders: the decoder, or a list of variants of it from the full output to the cheapest
     (TAEHV without time upscaling, then without spatial upscaling too). Each step uses the
-    first variant whose predicted cost fits the budget: full clips while they are affordable,
-    cheaper ones instead of none. A variant's cost is its FLOPs at the speed its own previews
+    fullest variant whose predicted cost fits the budget, but none cheaper than the fullest
+    the whole run can afford PREVIEWS_PER_RUN times: steps wait for that one rather than spend
+    the budget on cheaper clips, and cheaper ones serve where even it is out of reach. A variant's cost is its FLOPs at the speed its own previews
     showed, in this run or an earlier one (SECONDS_PER_FLOP); before its first, at the speed of
     the newest preview of another variant; before any, at `assumed_throughput`. Every variant
     decodes the same latent grid (the one that gives the full decoder's frames at preview
@@ -213,14 +226,23 @@ class Previewer:
         self.last_variant = variant
         self._newest = (decoder, flops, weight)
 
+    def _choose(self, step: int, total_steps: int, latents: torch.Tensor) -> int | None:
+        """The variant to preview this step with, or None to skip it: the fullest one the budget
+        allows now, but none cheaper than the fullest the whole run can afford PREVIEWS_PER_RUN
+        times. A step skips to save up for that one rather than spend the budget on a cheaper
+        clip (each cheaper clip would put the fuller one out of reach again)."""
+        costs = [self.predicted_cost(i, latents) for i in range(len(self.variants))]
+        per_preview = self.budget.for_the_run(step + 1, total_steps) / PREVIEWS_PER_RUN
+        floor = next((i for i, cost in enumerate(costs) if cost <= per_preview), len(costs) - 1)
+        return next((i for i in range(floor + 1) if self.budget.allow(costs[i])), None)
+
     def render(self, step: int, total_steps: int, x0: torch.Tensor) -> PreviewClip | None:
         if self.disabled_reason is not None:
             return None
         try:
             x0 = self.prepare(x0.detach())
             latents = preview_latents(x0, self.max_size, self.decoder.spatial_scale)
-            chosen = next((i for i in range(len(self.variants))
-                           if self.budget.allow(self.predicted_cost(i, latents))), None)
+            chosen = self._choose(step, total_steps, latents)
             if chosen is None:
                 return None
             if not bool(torch.isfinite(latents).all()):

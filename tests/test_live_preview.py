@@ -348,6 +348,45 @@ def test_a_cheaper_variant_previews_when_the_full_one_does_not_fit(state_dict):
     assert previewer.render(1, 4, x0) is not None and previewer.last_variant == 0
 
 
+def test_steps_save_up_for_whole_clips_the_run_can_afford_instead_of_spending_on_cheaper_ones(state_dict):
+    # 20 steps of 3 s at a 10% budget: 0.3 s of previews a step, 6 s in the run. A whole clip costs
+    # 1 s: never affordable in one step's share, yet the run affords it 6 times. Spending each
+    # step's share on the 0.3 s clip would never show a whole one.
+    variants = [model_from_state_dict(state_dict).decoder for _ in range(3)]
+    clock = FakeClock()
+    previewer = Previewer(variants, PreviewSettings(budget=0.1), clock=clock)
+    x0 = torch.randn(1, 4, 2, 2)
+    for i, seconds in enumerate((1.0, 0.3, 0.05)):
+        slow_by(variants[i], clock, seconds)
+        as_if_measured(previewer, i, x0, seconds)
+    shown = []
+    for step in range(20):
+        clock.now += 3.0
+        clip = previewer.render(step, 20, x0)
+        shown.append(None if clip is None else clip.variant)
+    whole = [i for i, v in enumerate(shown) if v == 0]
+    assert set(shown) == {None, 0} and len(whole) >= 5, shown
+    assert previewer.budget.spent <= 0.1 * (clock.now - previewer.budget.spent) + 1e-9
+
+
+def test_cheaper_clips_serve_where_the_run_cannot_afford_whole_ones_often_enough(state_dict):
+    # The same run with a 4 s whole clip: the run affords it once (6 s), not PREVIEWS_PER_RUN times,
+    # so the 0.3 s clip previews instead of long waits for one whole clip.
+    variants = [model_from_state_dict(state_dict).decoder for _ in range(2)]
+    clock = FakeClock()
+    previewer = Previewer(variants, PreviewSettings(budget=0.1), clock=clock)
+    x0 = torch.randn(1, 4, 2, 2)
+    for i, seconds in enumerate((4.0, 0.3)):
+        slow_by(variants[i], clock, seconds)
+        as_if_measured(previewer, i, x0, seconds)
+    shown = []
+    for step in range(8):
+        clock.now += 3.0
+        clip = previewer.render(step, 20, x0)
+        shown.append(None if clip is None else clip.variant)
+    assert shown.count(1) >= 6 and 0 not in shown[:3], shown
+
+
 def test_a_taehv_clip_the_budget_cannot_afford_plays_one_frame_per_latent_frame_then_at_latent_size():
     from reference_taehv import random_state_dict
     from taesdv_core.taehv import taehv_from_state_dict

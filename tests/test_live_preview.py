@@ -348,42 +348,37 @@ def test_a_cheaper_variant_previews_when_the_full_one_does_not_fit(state_dict):
     assert previewer.render(1, 4, x0) is not None and previewer.last_variant == 0
 
 
+def previews_of_a_run(state_dict, costs, steps, run_steps, step_seconds=3.0, budget=0.1):
+    """`steps` sampler steps of `step_seconds` (of a run of `run_steps`) previewed by variants that
+    cost `costs` seconds, fullest first -> (the previewer, each step's variant or None)."""
+    variants = [model_from_state_dict(state_dict).decoder for _ in costs]
+    clock = FakeClock()
+    previewer = Previewer(variants, PreviewSettings(budget=budget), clock=clock)
+    x0 = torch.randn(1, 4, 2, 2)
+    for i, seconds in enumerate(costs):
+        slow_by(variants[i], clock, seconds)
+        as_if_measured(previewer, i, x0, seconds)
+    shown = []
+    for step in range(steps):
+        clock.now += step_seconds
+        clip = previewer.render(step, run_steps, x0)
+        shown.append(None if clip is None else clip.variant)
+    return previewer, shown
+
+
 def test_steps_save_up_for_whole_clips_the_run_can_afford_instead_of_spending_on_cheaper_ones(state_dict):
     # 20 steps of 3 s at a 10% budget: 0.3 s of previews a step, 6 s in the run. A whole clip costs
     # 1 s: never affordable in one step's share, yet the run affords it 6 times. Spending each
     # step's share on the 0.3 s clip would never show a whole one.
-    variants = [model_from_state_dict(state_dict).decoder for _ in range(3)]
-    clock = FakeClock()
-    previewer = Previewer(variants, PreviewSettings(budget=0.1), clock=clock)
-    x0 = torch.randn(1, 4, 2, 2)
-    for i, seconds in enumerate((1.0, 0.3, 0.05)):
-        slow_by(variants[i], clock, seconds)
-        as_if_measured(previewer, i, x0, seconds)
-    shown = []
-    for step in range(20):
-        clock.now += 3.0
-        clip = previewer.render(step, 20, x0)
-        shown.append(None if clip is None else clip.variant)
-    whole = [i for i, v in enumerate(shown) if v == 0]
-    assert set(shown) == {None, 0} and len(whole) >= 5, shown
-    assert previewer.budget.spent <= 0.1 * (clock.now - previewer.budget.spent) + 1e-9
+    previewer, shown = previews_of_a_run(state_dict, costs=(1.0, 0.3, 0.05), steps=20, run_steps=20)
+    assert set(shown) == {None, 0} and shown.count(0) >= 5, shown
+    assert previewer.budget.allow(0.0)  # the previews took at most 10% of the run
 
 
 def test_cheaper_clips_serve_where_the_run_cannot_afford_whole_ones_often_enough(state_dict):
     # The same run with a 4 s whole clip: the run affords it once (6 s), not PREVIEWS_PER_RUN times,
     # so the 0.3 s clip previews instead of long waits for one whole clip.
-    variants = [model_from_state_dict(state_dict).decoder for _ in range(2)]
-    clock = FakeClock()
-    previewer = Previewer(variants, PreviewSettings(budget=0.1), clock=clock)
-    x0 = torch.randn(1, 4, 2, 2)
-    for i, seconds in enumerate((4.0, 0.3)):
-        slow_by(variants[i], clock, seconds)
-        as_if_measured(previewer, i, x0, seconds)
-    shown = []
-    for step in range(8):
-        clock.now += 3.0
-        clip = previewer.render(step, 20, x0)
-        shown.append(None if clip is None else clip.variant)
+    _, shown = previews_of_a_run(state_dict, costs=(4.0, 0.3), steps=8, run_steps=20)
     assert shown.count(1) >= 6 and 0 not in shown[:3], shown
 
 

@@ -56,6 +56,19 @@ class TestLatentStats(io.ComfyNode):
         return io.NodeOutput()
 
 
+def randomized_patcher(model, seed: int):
+    """A tiny diffusion model's patcher, its weights small random values (seeded: ComfyUI's ops
+    leave weights uninitialised)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.01))
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
 class TestTinySD15Model(io.ComfyNode):
     """A real SD1.5-format diffusion model (ComfyUI's own UNet and model classes) with small random
     weights, so a real KSampler runs here without any downloaded checkpoint."""
@@ -69,8 +82,6 @@ class TestTinySD15Model(io.ComfyNode):
 
     @classmethod
     def execute(cls, channels, seed, latent_format="SD15"):
-        import comfy.model_management as mm
-        import comfy.model_patcher
         import comfy.supported_models
 
         unet_config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
@@ -82,12 +93,7 @@ class TestTinySD15Model(io.ComfyNode):
         if latent_format == "SDXL":  # 4 channels, but another VAE and scale: not TAESDV's to preview
             import comfy.latent_formats
             model.latent_format = comfy.latent_formats.SDXL()
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.parameters():  # ComfyUI's ops leave weights uninitialised
-                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.01))
-        return io.NodeOutput(comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                                              offload_device=mm.unet_offload_device()))
+        return io.NodeOutput(randomized_patcher(model, seed))
 
 
 class TestTinyWanModel(io.ComfyNode):
@@ -104,8 +110,6 @@ class TestTinyWanModel(io.ComfyNode):
     @classmethod
     def execute(cls, dim, seed, latent_format="Wan21"):
         import comfy.latent_formats
-        import comfy.model_management as mm
-        import comfy.model_patcher
         import comfy.supported_models
 
         channels = 16 if latent_format == "Wan21" else 48
@@ -113,12 +117,7 @@ class TestTinyWanModel(io.ComfyNode):
                        "num_layers": 1, "in_dim": channels, "out_dim": channels, "text_dim": 32, "freq_dim": 32}
         model = comfy.supported_models.WAN21_T2V(unet_config).get_model({}, "", device="cpu")
         model.latent_format = getattr(comfy.latent_formats, latent_format)()
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.01))
-        return io.NodeOutput(comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                                              offload_device=mm.unet_offload_device()))
+        return io.NodeOutput(randomized_patcher(model, seed))
 
 
 class TestTinyFlux2Model(io.ComfyNode):
@@ -132,8 +131,6 @@ class TestTinyFlux2Model(io.ComfyNode):
 
     @classmethod
     def execute(cls, seed):
-        import comfy.model_management as mm
-        import comfy.model_patcher
         import comfy.supported_models
 
         # what comfy.model_detection reads from a FLUX.2 checkpoint, at a width of 64 (2 heads of 32)
@@ -147,12 +144,7 @@ class TestTinyFlux2Model(io.ComfyNode):
         if "txt_ids_dims" not in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
             del unet_config["txt_ids_dims"]  # ComfyUI 0.3.75's FLUX.2 has no such setting
         model = comfy.supported_models.Flux2(unet_config).get_model({}, "", device="cpu")
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.01))
-        return io.NodeOutput(comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                                              offload_device=mm.unet_offload_device()))
+        return io.NodeOutput(randomized_patcher(model, seed))
 
 
 class TestConditioning(io.ComfyNode):

@@ -176,6 +176,11 @@ class ChunkDecoder(nn.Sequential):
     frames_to_trim: int = 0   # frames dropped at a clip's start (TAEHV: time_scale - 1)
     allow_tf32: bool = False  # fp32 weights may use TF32 on CUDA (engine.fp32_precision)
     chunk_multiple: int = 1   # chunks start and end at multiples of this (a temporal window)
+    # What live previews measured of this decoder: seconds per FLOP of a preview (the decode and
+    # the work charged after it), kept with the decoder across sampling runs (the loader's preview
+    # copies live with the loaded file), so a run's first previews are predicted at the speed this
+    # machine showed for it in its dtype, not at a guess. None until its first preview.
+    preview_seconds_per_flop: float | None = None
 
     @property
     def latent_format(self) -> str:

@@ -12,7 +12,6 @@ import io
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -143,13 +142,6 @@ def assumed_throughput(device: torch.device) -> float:
     return 6e10 * max(1, torch.get_num_threads()) if device.type == "cpu" else 5e12
 
 
-# decoder -> running mean of its previews' seconds per FLOP (the decode and the work charged
-# after it). Kept across sampling runs for as long as the decoder lives (the loader's preview
-# copies live with the loaded file), so each run predicts its first previews at the speed this
-# machine showed for that decoder in its dtype (bf16 where auto picks it), not at the guess.
-SECONDS_PER_FLOP: "weakref.WeakKeyDictionary[torch.nn.Module, float]" = weakref.WeakKeyDictionary()
-
-
 # The fullest variant a run's budget affords this many times is waited for (see Previewer._choose).
 PREVIEWS_PER_RUN = 4
 
@@ -161,9 +153,10 @@ class Previewer:
     (TAEHV without time upscaling, then without spatial upscaling too). Each step uses the
     fullest variant whose predicted cost fits the budget, but none cheaper than the fullest
     the whole run can afford PREVIEWS_PER_RUN times: steps wait for that one rather than spend
-    the budget on cheaper clips, and cheaper ones serve where even it is out of reach. A variant's cost is its FLOPs at the speed its own previews
-    showed, in this run or an earlier one (SECONDS_PER_FLOP); before its first, at the speed of
-    the newest preview of another variant; before any, at `assumed_throughput`. Every variant
+    the budget on cheaper clips, and cheaper ones serve where even it is out of reach. A
+    variant's cost is its FLOPs at the speed its own previews showed, in this run or an earlier
+    one (the decoder's `preview_seconds_per_flop`); before its first, at the speed of the newest
+    preview of another variant; before any, at `assumed_throughput`. Every variant
     decodes the same latent grid (the one that gives the full decoder's frames at preview
     size), so a variant without spatial upscaling gives smaller frames rather than decoding
     more latent pixels.
@@ -197,7 +190,7 @@ class Previewer:
         self.budget.spent += seconds
         if self._newest is not None:
             decoder, flops, weight = self._newest
-            SECONDS_PER_FLOP[decoder] += weight * seconds / flops
+            decoder.preview_seconds_per_flop += weight * seconds / flops
 
     def flops(self, variant: int, clip_latents: torch.Tensor) -> float:
         """Estimated floating-point operations of decoding `clip_latents` with a variant."""
@@ -211,7 +204,9 @@ class Previewer:
         showed (this run or an earlier one); before its first, at the speed the newest preview of
         another variant showed (at an assumed, deliberately low speed before any)."""
         decoder = self.variants[variant]
-        speed = SECONDS_PER_FLOP.get(decoder, self.seconds_per_flop)
+        speed = decoder.preview_seconds_per_flop
+        if speed is None:
+            speed = self.seconds_per_flop
         if speed is None:
             return self.flops(variant, clip_latents) / assumed_throughput(next(decoder.parameters()).device)
         return self.flops(variant, clip_latents) * speed
@@ -219,9 +214,9 @@ class Previewer:
     def _record(self, variant: int, cost: float, flops: float) -> None:
         self.budget.record(cost)
         decoder, flops = self.variants[variant], max(flops, 1.0)
-        previous = SECONDS_PER_FLOP.get(decoder)
+        previous = decoder.preview_seconds_per_flop
         weight = 1.0 if previous is None else 0.5  # the first sample, then a running mean
-        SECONDS_PER_FLOP[decoder] = weight * cost / flops + (1 - weight) * (previous or 0.0)
+        decoder.preview_seconds_per_flop = weight * cost / flops + (1 - weight) * (previous or 0.0)
         self.seconds_per_flop = cost / flops
         self.last_variant = variant
         self._newest = (decoder, flops, weight)

@@ -15,7 +15,7 @@ from PIL import Image
 import graphs
 from helpers import ROOT, random_image_taesd
 from taesdv_core import decode, model_from_state_dict
-from taesdv_core.preview import (SECONDS_PER_FLOP, PreviewBudget, Previewer, PreviewSettings, assumed_throughput,
+from taesdv_core.preview import (PreviewBudget, Previewer, PreviewSettings, assumed_throughput,
                                   preview_latents, sprite_sheet)
 
 ARTIFACTS = os.path.join(ROOT, "test-artifacts")
@@ -312,7 +312,7 @@ def slow_by(decoder, clock, seconds):
 def as_if_measured(previewer, variant, x0, seconds):
     """Let earlier previews have shown that `variant` decodes `x0` in `seconds`."""
     latents = preview_latents(x0, previewer.max_size, previewer.decoder.spatial_scale)
-    SECONDS_PER_FLOP[previewer.variants[variant]] = seconds / previewer.flops(variant, latents)
+    previewer.variants[variant].preview_seconds_per_flop = seconds / previewer.flops(variant, latents)
 
 
 def test_time_spent_sending_counts_in_the_budget(state_dict):
@@ -416,7 +416,7 @@ def test_a_variant_that_has_not_run_yet_is_predicted_at_the_speed_the_others_sho
     latents = preview_latents(x0, 64)
     slow_by(variants[0], clock, 1.0)  # the CPU is far slower than assumed: 2 s for the whole clip
     previewer.render(0, 4, x0)
-    speed = SECONDS_PER_FLOP[variants[0]]
+    speed = variants[0].preview_seconds_per_flop
     assert speed == pytest.approx(2.0 / previewer.flops(0, latents))
     for i in (1, 2):  # not run yet: their FLOPs at the measured speed, not at the assumed one
         assert previewer.predicted_cost(i, latents) == pytest.approx(previewer.flops(i, latents) * speed)

@@ -60,7 +60,8 @@ for which in ("taesdv", "taehv"):
     for dtype in ("fp32", "bf16"):
         ta, tb = [], []
         for _ in range(rounds):
-            ta.append(run(a, which, dtype)); tb.append(run(b, which, dtype))
+            ta.append(run(a, which, dtype))
+            tb.append(run(b, which, dtype))
         ma, mb = statistics.median(ta), statistics.median(tb)
         rows.append({"model": which, "dtype": dtype, "before_s": ta, "after_s": tb, "median_ratio": mb / ma})
         print(f"{which:7s} {dtype:5s} before {ma:7.3f} s  after {mb:7.3f} s  after/before {mb/ma:5.3f}   "

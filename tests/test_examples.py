@@ -1,6 +1,7 @@
 """The example workflows, as a user gets them: `start.sh --demo-weights` assets in a fresh ComfyUI
 base, each example (UI format, as shipped, or the demo copy that script saves among the user's
-workflows) converted to an API prompt and run on the real server.
+workflows) converted to an API prompt and run on the real server, and run in the real UI, where
+what the nodes show after the run must not push one node over another.
 """
 import glob
 import itertools

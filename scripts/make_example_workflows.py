@@ -174,33 +174,36 @@ EXAMPLES = {
 # enough that the whole graph fits a 1280x800 window above LiteGraph's low-quality zoom (0.6, where
 # it stops drawing text). Output nodes are big enough to show their results at 100% after a run:
 # the sampler plays its 256 px clip, Compare's animated WebP holds three 256 px panels side by side
-# with their labels, and its Preview Any a table of three decoders.
+# with their labels, and its Preview Any a table of three decoders. Every node has room below and
+# beside it for the size the frontends (1.49+) give it after a run: Load Video and Load Image grow
+# to fit their picture, Get Video Components has five outputs on ComfyUI 0.33, and Nodes 2.0 draws
+# nodes taller (a file loader 114, a decoder 162; tests/test_examples.py checks it in the browser).
 LAYOUT = {
     "taesdv_demo_live_preview.json": {
-        "1": ([0, 0], [300, 98]), "5": ([0, 160], [300, 82]), "4": ([0, 300], [300, 106]),
+        "1": ([0, 0], [300, 98]), "5": ([0, 170], [300, 82]), "4": ([0, 350], [300, 106]),
         "2": ([360, 0], [400, 170]), "3": ([360, 230], [400, 120]), "6": ([360, 410], [300, 126]),
         "7": ([820, 0], [320, 620]), "8": ([820, 680], [300, 126]), "9": ([1200, 0], [320, 480]),
-        "note": ([0, 600], [760, 250]),
+        "note": ([0, 640], [760, 250]),
     },
     "taesdv_svd_live_preview_and_decode.json": {
-        "1": ([0, 0], [400, 98]), "2": ([0, 160], [400, 280]), "5": ([0, 500], [300, 82]),
+        "1": ([0, 0], [400, 98]), "2": ([0, 190], [400, 330]), "5": ([0, 580], [300, 82]),
         "4": ([460, 0], [300, 58]), "3": ([460, 120], [300, 218]), "6": ([460, 400], [300, 126]),
         "7": ([820, 0], [320, 620]), "8": ([820, 680], [300, 126]), "9": ([1200, 0], [320, 480]),
-        "note": ([0, 640], [760, 230]),
+        "note": ([0, 780], [760, 180]),
     },
     "taesdv_video_roundtrip.json": {
-        "1": ([0, 0], [300, 340]), "3": ([0, 400], [300, 82]), "2": ([360, 0], [270, 66]),
-        "4": ([360, 130], [270, 102]), "5": ([360, 300], [270, 126]), "6": ([690, 0], [300, 78]),
-        "7": ([690, 140], [320, 420]), "note": ([0, 620], [760, 250]),
+        "1": ([0, 0], [300, 380]), "3": ([0, 440], [300, 82]), "2": ([360, 0], [270, 106]),
+        "4": ([360, 180], [270, 102]), "5": ([360, 380], [270, 126]), "6": ([690, 0], [300, 102]),
+        "7": ([690, 170], [320, 420]), "note": ([0, 620], [630, 250]),
     },
     "taesdv_streaming_decode.json": {
-        "1": ([0, 0], [300, 82]), "2": ([0, 140], [300, 58]), "3": ([360, 0], [300, 150]),
-        "4": ([720, 0], [420, 420]), "5": ([720, 480], [420, 100]), "note": ([0, 260], [660, 320]),
+        "1": ([0, 0], [300, 82]), "2": ([0, 180], [300, 58]), "3": ([360, 0], [300, 150]),
+        "4": ([720, 0], [420, 420]), "5": ([720, 480], [420, 140]), "note": ([0, 310], [660, 320]),
     },
     "taesdv_compare_decoders.json": {
         "1": ([0, 0], [300, 58]), "2": ([0, 120], [300, 98]), "4": ([0, 280], [300, 82]),
-        "5": ([0, 400], [300, 82]), "3": ([360, 0], [240, 46]), "6": ([360, 120], [260, 126]),
-        "7": ([680, 0], [700, 430]), "8": ([680, 490], [700, 220]), "note": ([0, 540], [620, 300]),
+        "5": ([0, 460], [300, 82]), "3": ([360, 0], [240, 46]), "6": ([360, 120], [260, 126]),
+        "7": ([680, 0], [700, 430]), "8": ([680, 490], [700, 220]), "note": ([0, 640], [620, 260]),
     },
 }
 # The window the saved view (extra.ds) fits the whole graph into: the free canvas of the pinned

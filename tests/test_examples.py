@@ -1,17 +1,21 @@
 """The example workflows, as a user gets them: `start.sh --demo-weights` assets in a fresh ComfyUI
 base, each example (UI format, as shipped, or the demo copy that script saves among the user's
-workflows) converted to an API prompt and run on the real server.
+workflows) converted to an API prompt and run on the real server, and run in the real UI, where
+what the nodes show after the run must not push one node over another.
 """
 import glob
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
 
 import pytest
 
-from comfy_host import ROOT, ComfyHost
+from browser import available, comfy_page, frontends, nodes_2_0, shot
+from comfy_host import COMFYUI, HOST_VERSION, ROOT, ComfyHost
 from workflow_api import to_api
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -30,14 +34,46 @@ def notes(workflow):
     return "\n".join(n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "Note")
 
 
-@pytest.fixture(scope="module")
-def demo_host(tmp_path_factory):
-    """A fresh base with exactly what `start.sh --demo-weights` writes, and the real server on it."""
+def demo_base(tmp_path_factory):
+    """A fresh base with exactly what `start.sh --demo-weights` writes."""
     base = str(tmp_path_factory.mktemp("demo_base"))
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_demo_assets.py"), base],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    host = ComfyHost(base).start()
+    return base
+
+
+@pytest.fixture(scope="module")
+def demo_host(tmp_path_factory):
+    """The real server on a fresh demo base."""
+    host = ComfyHost(demo_base(tmp_path_factory)).start()
+    yield host
+    host.stop()
+
+
+FRONTENDS = frontends()
+
+
+def version(label):
+    return tuple(int(part) for part in label.split("."))
+
+
+def host_frontend_pin():
+    """The frontend version the host's requirements.txt pins: the oldest it accepts without warning."""
+    with open(os.path.join(COMFYUI, "requirements.txt")) as f:
+        return re.search(r"^comfyui-frontend-package==([\d.]+)", f.read(), re.M).group(1)
+
+
+@pytest.fixture(scope="module", params=FRONTENDS, ids=[f"frontend-{label}" for label, _ in FRONTENDS])
+def demo_ui(request, tmp_path_factory):
+    """The real server on a fresh demo base, serving one frontend version (the host's own, the newest)."""
+    label, root = request.param
+    if root is not None and not os.path.isfile(os.path.join(root, "index.html")):
+        pytest.skip(f"frontend {label} is not installed at {root}: run `bash scripts/setup-host.sh --test`")
+    if version(label) < version(host_frontend_pin()):  # installed for an older host; this one calls it outdated
+        pytest.skip(f"ComfyUI {HOST_VERSION} needs frontend {host_frontend_pin()} or newer, not {label}")
+    host = ComfyHost(demo_base(tmp_path_factory), extra_args=["--front-end-root", root] if root else []).start()
+    host.frontend = label
     yield host
     host.stop()
 
@@ -195,3 +231,72 @@ def test_compare_example_lays_both_tiny_decoders_beside_the_full_vae_and_tables_
     table = "".join(next(o["text"] for o in run.history["outputs"].values() if o.get("text")))
     assert table.startswith("| decoder |")
     assert "| taesdv-random-demo.pth (TAESDV) | 4 |" in table and "| taesd-random-demo.pth (TAESD" in table
+
+
+# Each node's box in whole graph units, title bar included: its position and size on the canvas;
+# in Nodes 2.0, where nodes are DOM elements sized by their content, the element's rectangle.
+NODE_BOXES = """() => {
+  const title = LiteGraph.NODE_TITLE_HEIGHT, ds = app.canvas.ds, canvas = app.canvas.canvas.getBoundingClientRect();
+  const graph = (x, y) => [(x - canvas.left) / ds.scale - ds.offset[0], (y - canvas.top) / ds.scale - ds.offset[1]];
+  return app.graph.nodes.map((n) => {
+    const element = document.querySelector(`[data-node-id="${n.id}"]`);
+    const r = element?.getBoundingClientRect();
+    const box = r ? [...graph(r.left, r.top), ...graph(r.right, r.bottom)]
+                  : [n.pos[0], n.pos[1] - title, n.pos[0] + n.size[0], n.pos[1] + n.size[1]];
+    return [`${n.type} #${n.id}`, box.map(Math.round)];
+  });
+}"""
+
+
+def settled_boxes(page):
+    """The node boxes once the frontend has stopped resizing nodes for what they show (pictures and
+    clips load after the run). The frontend places DOM previews on a redraw: the view is nudged."""
+    readings = []
+    for nudge in itertools.islice(itertools.cycle((1, -1)), 40):
+        page.evaluate("(dx) => { app.canvas.ds.offset[0] += dx; app.graph.setDirtyCanvas(true, true); }", nudge)
+        page.wait_for_timeout(500)
+        readings.append(page.evaluate(NODE_BOXES))
+        if len(readings) >= 3 and readings[-1] == readings[-2] == readings[-3]:
+            break
+    return readings[-1]
+
+
+def overlapping(boxes):
+    return [(a, b) for (a, (ax0, ay0, ax1, ay1)), (b, (bx0, by0, bx1, by1)) in itertools.combinations(boxes, 2)
+            if min(ax1, bx1) > max(ax0, bx0) and min(ay1, by1) > max(ay0, by0)]
+
+
+@pytest.mark.skipif(not available(), reason="needs Debian's chromium and playwright (.ci/run installs both)")
+@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES, "*.json"))))
+def test_no_node_covers_another_after_the_example_runs_in_the_real_ui(demo_ui, name):
+    """Opened as the user finds it (the demo copy where there is one) in a 1280x800 window and run
+    (the SVD one cannot run offline: opened only), every node has room for what it shows after the
+    run, Load Video's and Load Image's pictures, Save Video's clip, the sampler's player and the saved
+    clips: no node's box covers another's, on the canvas and, on the frontends where this pack
+    supports it (1.49+), in Nodes 2.0, which draws nodes taller."""
+    copy = demo_copy_path(demo_ui, name)
+    with open(copy if os.path.exists(copy) else os.path.join(EXAMPLES, name)) as f:
+        workflow = json.load(f)
+    runs = "svd_xt.safetensors" not in json.dumps(workflow)
+    boxes = {}
+    with comfy_page(demo_ui.url, viewport=(1280, 800)) as (page, _errors):
+        page.wait_for_timeout(1000)
+        page.evaluate("""async ([wf, run]) => {
+            window.__done = null;
+            const { api } = await import('/scripts/api.js');
+            for (const t of ['execution_success', 'execution_error', 'execution_interrupted'])
+                api.addEventListener(t, (e) => { window.__done = e.type; }, {once: true});
+            await app.loadGraphData(wf, true, true, 'example');
+            if (run) await app.queuePrompt(0, 1);
+        }""", [workflow, runs])
+        if runs:
+            page.wait_for_function("() => window.__done !== null", timeout=600_000)
+            assert page.evaluate("() => window.__done") == "execution_success"
+        boxes["canvas"] = settled_boxes(page)
+        shot(page, f"example-{name[:-5]}-after-run-{demo_ui.frontend}.png")
+        if version(demo_ui.frontend) >= (1, 49):
+            with nodes_2_0(page):
+                boxes["Nodes 2.0"] = settled_boxes(page)
+                shot(page, f"example-{name[:-5]}-after-run-nodes-2.0-{demo_ui.frontend}.png")
+    overlaps = {mode: overlapping(found) for mode, found in boxes.items()}
+    assert overlaps == {mode: [] for mode in boxes}, {mode: dict(found) for mode, found in boxes.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 
 import torch
 
@@ -78,7 +79,6 @@ def check_declared_sizes(path: str, name: str, is_safetensors: bool) -> None:
     """Refuse a file whose declared (uncompressed) contents exceed MAX_DECLARED_BYTES, reading only
     its directory (zip) or header (safetensors), before any tensor data is read."""
     import json
-    import struct
     import zipfile
 
     size = os.path.getsize(path)
@@ -124,6 +124,17 @@ def check_declared_sizes(path: str, name: str, is_safetensors: bool) -> None:
             raise _too_big(name, declared, "its zip archive")
 
 
+def looks_like_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file's first 9 bytes read as safetensors' layout, whatever its extension: an 8-byte
+    little-endian header length that fits the file, then the header's opening '{'. Checking the
+    length too keeps other files whose ninth byte happens to be '{' (1 in 256) from being named
+    safetensors in the error they get."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return 2 <= header_len <= size - 8
+
+
 # What to do about a missing file depends on who asked: ComfyUI users put it in a folder, the command
 # line names an option. Callers pass their own advice; this is ComfyUI's.
 MISSING_ADVICE = f"put taesdv.pth in models/vae_approx ({OFFICIAL_URL})"
@@ -155,8 +166,7 @@ def read_state_dict(path: str, missing_advice: str = MISSING_ADVICE) -> dict[str
         raise CheckpointError(f"checkpoint '{name}' is empty (0 bytes); download taesdv.pth again from {OFFICIAL_URL}")
     with open(path, "rb") as f:
         head = f.read(9)
-    # safetensors: 8-byte little-endian header length, then a JSON header; whatever the extension
-    is_safetensors = name.endswith((".safetensors", ".sft")) or (len(head) == 9 and head[8:9] == b"{")
+    is_safetensors = name.endswith((".safetensors", ".sft")) or looks_like_safetensors(head, size)
     check_declared_sizes(path, name, is_safetensors)
     if is_safetensors:
         try:

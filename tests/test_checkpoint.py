@@ -1,6 +1,7 @@
 """Checkpoints load strictly and safely; every wrong file is named for what it is."""
 import os
 import pickle
+import random
 
 import pytest
 import torch
@@ -66,14 +67,27 @@ def test_truncated_file(tmp_path, state_dict, name):
         load_taesdv(path)
 
 
-def test_random_bytes(tmp_path):
-    (tmp_path / "random.pth").write_bytes(os.urandom(4096))
-    with pytest.raises(CheckpointError, match="not a PyTorch or safetensors (file|checkpoint)|truncated or corrupt"):
-        load_taesdv(str(tmp_path / "random.pth"))
+@pytest.mark.parametrize("ninth_byte", [b"x", b"{"], ids=["any ninth byte", "ninth byte '{' as in safetensors"])
+def test_random_bytes_are_not_a_pytorch_or_safetensors_checkpoint(tmp_path, ninth_byte):
+    # safetensors is recognised by content too (a length, then '{'): random bytes whose ninth byte
+    # happens to be '{' (1 file in 256) must not be called a broken .safetensors file
+    rng = random.Random(1)
+    for _ in range(50):
+        data = bytearray(rng.getrandbits(8) for _ in range(4096))
+        data[0], data[8] = ord("r"), ord(ninth_byte)  # neither torch.save's zip nor a pickle
+        (tmp_path / "random.pth").write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match="'random.pth' could not be read: it is not a PyTorch or safetensors checkpoint"):
+            load_taesdv(str(tmp_path / "random.pth"))
+
+
+def test_a_pth_file_laid_out_as_safetensors_is_read_as_safetensors(tmp_path, state_dict):
+    path = save(tmp_path, "taesdv.safetensors", state_dict)
+    os.rename(path, tmp_path / "renamed.pth")
+    assert load_taesdv(str(tmp_path / "renamed.pth")) is not None
 
 
 def test_any_random_bytes_give_a_checkpoint_error(tmp_path):
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     path = tmp_path / "fuzz.pth"
     for _ in range(300):
         path.write_bytes(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 3000))))

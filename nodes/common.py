@@ -6,7 +6,7 @@ import torch
 from comfy_api.latest import io
 
 from ..taesdv_core.errors import InputError
-from ..taesdv_core.families import which_file_fits
+from ..taesdv_core.loading import check_latent_channels
 from ..taesdv_core.media import crop_to_encoder
 from . import latent_spaces
 
@@ -45,10 +45,7 @@ def latent_to_clips(samples: dict, decoder, latent_scale: float) -> torch.Tensor
     if not isinstance(x, torch.Tensor) or x.ndim not in (4, 5):
         raise InputError(f"samples has shape {tuple(getattr(x, 'shape', ()))}; expected [frames, C, h, w] or "
                          "[batch, C, frames, h, w]")
-    if x.shape[1] != latent_spaces.latent_channels(decoder):  # named as the user's LATENT, with the file that fits
-        raise InputError(f"samples has {x.shape[1]} channels (LATENT shape {tuple(x.shape)}); {decoder.family} "
-                         f"expects {decoder.latent_space.latent_channels_text(decoder.latent_channels)}. "
-                         f"{which_file_fits(x.shape[1])}")
+    check_latent_channels(decoder, x, name="samples")
     x = x.float()
     x = latent_spaces.unfold(decoder, x * latent_scale) if latent_scale else latent_spaces.to_decoder(decoder, x)
     return x.unsqueeze(0) if x.ndim == 4 else x.movedim(1, 2)

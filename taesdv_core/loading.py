@@ -50,6 +50,16 @@ def load_autoencoder(path: str, dtype: torch.dtype | str = torch.float32, device
     return allow_tf32(model, tf32)
 
 
+def check_latent_channels(module, latents: torch.Tensor, channel_dim: int = 1, name: str = "the LATENT") -> None:
+    """Refuses latents in a LATENT's layout (channels at `channel_dim`) whose channels are not those
+    of this decoder's or encoder's LATENT, naming the file that fits them. The nodes, the previews'
+    decoders and the command line all say it in these words."""
+    channels, space = latents.shape[channel_dim], module.latent_space
+    if channels != space.latent_channels(module.latent_channels):
+        raise InputError(f"{name} has {channels} channels (shape {tuple(latents.shape)}); {module.family} "
+                         f"expects {space.latent_channels_text(module.latent_channels)}. {which_file_fits(channels)}")
+
+
 def comfy_latent_to_input(module, latents: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
     """A ComfyUI LATENT's values (the VAE's latents, as Save Latent stores them; channels at
     `channel_dim`: 1 in ComfyUI's layout, 2 in NTCHW) -> what this decoder eats, as the host's VAE
@@ -57,13 +67,8 @@ def comfy_latent_to_input(module, latents: torch.Tensor, channel_dim: int = 1) -
     channels -> taef2's 32). A LATENT of other channels is refused naming the file that fits."""
     if latents.ndim not in (4, 5):
         return latents  # not a LATENT's layout: the reader refuses it by its shape
-    space, channels = module.latent_space, latents.shape[channel_dim]
-    expected = space.latent_channels(module.latent_channels)
-    if channels != expected:
-        raise InputError(f"latents have {channels} channels at dim {channel_dim} of {tuple(latents.shape)} (a ComfyUI "
-                         f"LATENT); {module.family} expects {space.latent_channels_text(module.latent_channels)}. "
-                         f"{which_file_fits(channels)}")
-    return space.to_input(latents, channel_dim)
+    check_latent_channels(module, latents, channel_dim)
+    return module.latent_space.to_input(latents, channel_dim)
 
 
 def raw_latents_to_input(module, latents: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """`python -m taesdv_core`: decode, encode and round-trip without ComfyUI; bad input exits non-zero."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -278,6 +279,14 @@ def test_latents_of_another_width_are_refused_naming_the_file_that_fits(tmp_path
     r = cli("decode", tmp_path / "l.safetensors", "-w", taehv_files["wan2_1"][0], "-o", tmp_path / "o.gif")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"latents have {channels} channels" in r.stderr and "expects 16" in r.stderr and hint in r.stderr
+
+
+def test_a_save_latent_file_of_another_model_is_refused_in_the_nodes_words(tmp_path, checkpoint_path):
+    save_file({"latent_tensor": torch.zeros(1, 16, 3, 4, 4), "latent_format_version_0": torch.tensor([])},
+              tmp_path / "wan.latent")
+    r = cli("decode", tmp_path / "wan.latent", "-w", checkpoint_path, "-o", tmp_path / "o.gif")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert re.search(r"the LATENT has 16 channels \(shape \(1, 16, 3, 4, 4\)\); TAESDV expects 4.*Wan", r.stderr), r.stderr
 
 
 # -- CV-VAE keyframes ----------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def test_cli_decode_takes_flux2s_latent_as_well_as_taef2s_own(official, tmp_path
     save_file({"latent_tensor": official["latents"].contiguous(), "latent_format_version_0": torch.tensor([])},
               latent_file)
     r = cli("decode", latent_file, "-w", DECODER, "-o", out)
-    assert r.returncode == 2 and "latents have 32 channels" in r.stderr, r.stderr
+    assert r.returncode == 2 and "the LATENT has 32 channels" in r.stderr, r.stderr
     assert "expects 128 (32-channel latents folded 2x2)" in r.stderr and "load taehv1_5" in r.stderr
 
 

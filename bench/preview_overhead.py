@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/preview_overhead.py [--frames 8] [--size 256] [--steps 8] [--channels 160]
     .venv/bin/python bench/preview_overhead.py --model wan [--frames 25] [--size 256] [--steps 8] [--channels 128]
+        [--previews defaults 128px every-step] [--out preview-overhead-wan-dim2048-steps20.json]
 
 Runs the pinned ComfyUI on loopback with a random-weight diffusion model built from ComfyUI's own
 classes by a test node: an SD1.5-format UNet previewed through TAESDV (`--model sd15`,
@@ -72,6 +73,11 @@ def main():
     parser.add_argument("--channels", type=int, default=None,
                         help="the tiny model's width (default 160 sd15 UNet channels, 128 wan dim)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--previews", nargs="+", choices=("defaults", "128px", "every-step"),
+                        default=("defaults", "128px", "every-step"),
+                        help="preview settings to run beside 'off' (default all three)")
+    parser.add_argument("--out", default=None, help="file name under bench/results (default "
+                        "preview-overhead.json, or preview-overhead-wan.json with --model wan)")
     args = parser.parse_args()
     wan = args.model == "wan"
     args.frames = args.frames or (25 if wan else 8)
@@ -93,18 +99,21 @@ def main():
         previews = [("defaults (5%, 256 px)", {"budget_percent": 5.0, "max_size": 256}),
                     ("5%, 128 px", {"budget_percent": 5.0, "max_size": 128}),
                     ("every step (100%, 256 px)", {"budget_percent": 100.0, "max_size": 256})]
+        previews = [p for p, option in zip(previews, ("defaults", "128px", "every-step")) if option in args.previews]
         settings = [("off", "-", None)] + [(name, dtype, {**preview, "dtype": dtype})
                                            for name, preview in previews for dtype in ("fp32", "auto")]
         if wan:
-            def graph(preview=None):
+            def graph(preview=None, steps=args.steps):
                 return graphs.wan_sampling_graph(TAEHV_FILE, width=args.size, height=args.size, length=args.frames,
-                                                 steps=args.steps, dim=args.channels, preview=preview)
+                                                 steps=steps, dim=args.channels, preview=preview)
         else:
-            def graph(preview=None):
-                return graphs.sampling_graph(frames=args.frames, size=args.size, steps=args.steps,
+            def graph(preview=None, steps=args.steps):
+                return graphs.sampling_graph(frames=args.frames, size=args.size, steps=steps,
                                              channels=args.channels, preview=preview)
-        for dtype in ("fp32", "auto"):  # warm-up: model build, allocator, each dtype's preview decoders
-            host.run(graph({"budget_percent": 100.0, "dtype": dtype}))
+        # warm-up: model build, allocator, and each dtype's preview decoder timed (its speed carries
+        # over to the measured runs, as from one run to the next for users); two steps do all that
+        for dtype in ("fp32", "auto"):
+            host.run(graph({"budget_percent": 100.0, "dtype": dtype}, steps=min(args.steps, 2)))
         samples = {(name, dtype): [] for name, dtype, _ in settings}
         clips_of = {(name, dtype): [] for name, dtype, _ in settings}
         for _ in range(args.repeats):
@@ -134,7 +143,7 @@ def main():
     finally:
         host.stop()
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    out = "preview-overhead-wan.json" if wan else "preview-overhead.json"
+    out = args.out or ("preview-overhead-wan.json" if wan else "preview-overhead.json")
     with open(os.path.join(ROOT, "bench", "results", out), "w") as f:
         json.dump(results, f, indent=1)
 

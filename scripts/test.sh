@@ -17,6 +17,7 @@ pin=$(host_frontend "$host")
 venv_pin=$(.venv/bin/python -c "from importlib.metadata import version; print(version('comfyui-frontend-package'))")
 pin_root=""; [ "$pin" = "$venv_pin" ] || pin_root="$PWD/$(frontend_root "$pin")"
 export TAESDV_TEST_FRONTENDS="$pin=$pin_root;$NEWEST_FRONTEND=$PWD/$(frontend_root "$NEWEST_FRONTEND")"
-echo "test: ComfyUI $host, frontends ${TAESDV_TEST_FRONTENDS//;/, }"
+shown=${TAESDV_TEST_FRONTENDS//=;/ (the venv package);}
+echo "test: ComfyUI $host, frontends ${shown//;/, }"
 # No arguments, or options only: pyproject's testpaths (tests/) applies. Paths given: only those.
 exec .venv/bin/python -m pytest "$@"

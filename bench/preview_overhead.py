@@ -39,6 +39,12 @@ from reference_taehv import random_state_dict  # noqa: E402
 from reference_taesdv import official_layout_state_dict  # noqa: E402
 
 TAEHV_FILE = "taew2_1-random.safetensors"
+# --previews option -> (the row's name, the preview node's settings); each runs beside "off"
+PREVIEW_SETTINGS = {
+    "defaults": ("defaults (5%, 256 px)", {"budget_percent": 5.0, "max_size": 256}),
+    "128px": ("5%, 128 px", {"budget_percent": 5.0, "max_size": 128}),
+    "every-step": ("every step (100%, 256 px)", {"budget_percent": 100.0, "max_size": 256}),
+}
 
 
 def sampler_seconds(host, graph):
@@ -73,8 +79,7 @@ def main():
     parser.add_argument("--channels", type=int, default=None,
                         help="the tiny model's width (default 160 sd15 UNet channels, 128 wan dim)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--previews", nargs="+", choices=("defaults", "128px", "every-step"),
-                        default=("defaults", "128px", "every-step"),
+    parser.add_argument("--previews", nargs="+", choices=tuple(PREVIEW_SETTINGS), default=tuple(PREVIEW_SETTINGS),
                         help="preview settings to run beside 'off' (default all three)")
     parser.add_argument("--out", default=None, help="file name under bench/results (default "
                         "preview-overhead.json, or preview-overhead-wan.json with --model wan)")
@@ -96,12 +101,9 @@ def main():
     results = {"config": {**vars(args), "cpu": describe_cpu(), "auto_dtype": auto, "torch": torch.__version__},
                "runs": []}
     try:
-        previews = [("defaults (5%, 256 px)", {"budget_percent": 5.0, "max_size": 256}),
-                    ("5%, 128 px", {"budget_percent": 5.0, "max_size": 128}),
-                    ("every step (100%, 256 px)", {"budget_percent": 100.0, "max_size": 256})]
-        previews = [p for p, option in zip(previews, ("defaults", "128px", "every-step")) if option in args.previews]
         settings = [("off", "-", None)] + [(name, dtype, {**preview, "dtype": dtype})
-                                           for name, preview in previews for dtype in ("fp32", "auto")]
+                                           for option, (name, preview) in PREVIEW_SETTINGS.items()
+                                           if option in args.previews for dtype in ("fp32", "auto")]
         if wan:
             def graph(preview=None, steps=args.steps):
                 return graphs.wan_sampling_graph(TAEHV_FILE, width=args.size, height=args.size, length=args.frames,

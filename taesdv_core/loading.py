@@ -52,8 +52,8 @@ def load_autoencoder(path: str, dtype: torch.dtype | str = torch.float32, device
 
 def check_latent_channels(module, latents: torch.Tensor, channel_dim: int = 1, name: str = "the LATENT") -> None:
     """Refuses latents in a LATENT's layout (channels at `channel_dim`) whose channels are not those
-    of this decoder's or encoder's LATENT, naming the file that fits them. The nodes, the previews'
-    decoders and the command line all say it in these words."""
+    of this decoder's or encoder's LATENT, naming the file that fits them. The decode nodes, Compare
+    and the command line all say it in these words."""
     channels, space = latents.shape[channel_dim], module.latent_space
     if channels != space.latent_channels(module.latent_channels):
         raise InputError(f"{name} has {channels} channels (shape {tuple(latents.shape)}); {module.family} "
